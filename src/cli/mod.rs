@@ -1,0 +1,54 @@
+//! Subcommands of the `cybertriage` binary, one module each.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub mod embed;
+pub mod fetch_base;
+
+/// Triage of messages sent to a French child-protection helpline chatbot.
+#[derive(Debug, Parser)]
+#[command(name = "cybertriage", version, about)]
+pub struct Cli {
+    /// Folder that holds base.toml, the base encoder and the classifier models.
+    /// Defaults to the models/ folder of this source tree.
+    #[arg(long, env = "CYBERTRIAGE_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download the pinned base encoder, check its checksums and convert it under models/base/.
+    FetchBase(fetch_base::Args),
+    /// Print one JSON array of 384 floats per message (arguments, or one message per stdin line).
+    Embed(embed::Args),
+}
+
+impl Cli {
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(crate::model::base::default_models_dir)
+    }
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging();
+    let models_dir = cli.models_dir();
+    match cli.command {
+        Command::FetchBase(args) => fetch_base::run(&models_dir, args),
+        Command::Embed(args) => embed::run(&models_dir, args),
+    }
+}
+
+/// Sends human-readable logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

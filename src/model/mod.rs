@@ -1,0 +1,6 @@
+//! The model layer: the base encoder (fetch, conversion, candle BERT) and the trained heads.
+//! Nothing here knows about HTTP.
+
+pub mod base;
+pub mod e5s1;
+pub mod encoder;
