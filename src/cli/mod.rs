@@ -6,8 +6,14 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod classify;
+pub mod data;
 pub mod embed;
+pub mod eval;
 pub mod fetch_base;
+pub mod serve;
+pub mod train;
 
 /// Triage of messages sent to a French child-protection helpline chatbot.
 #[derive(Debug, Parser)]
@@ -28,6 +34,18 @@ pub enum Command {
     FetchBase(fetch_base::Args),
     /// Print one JSON array of 384 floats per message (arguments, or one message per stdin line).
     Embed(embed::Args),
+    /// Classify messages and print the classification JSON.
+    Classify(classify::Args),
+    /// Train the classifier heads on training-data/ and write a model folder.
+    Train(train::Args),
+    /// Serve the HTTP classification API.
+    Serve(serve::Args),
+    /// Evaluate a model on a labeled JSONL file and write a report.
+    Eval(eval::Args),
+    /// Validate the training and evaluation data.
+    Data(data::Args),
+    /// Drive a running or spawned server with load and report latency and throughput.
+    Bench(bench::Args),
 }
 
 impl Cli {
@@ -43,6 +61,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::FetchBase(args) => fetch_base::run(&models_dir, args),
         Command::Embed(args) => embed::run(&models_dir, args),
+        Command::Classify(args) => classify::run(&models_dir, args),
+        Command::Train(args) => train::run(&models_dir, args),
+        Command::Serve(args) => serve::run(&models_dir, args),
+        Command::Eval(args) => eval::run(&models_dir, args),
+        Command::Data(args) => data::run(&models_dir, args),
+        Command::Bench(args) => bench::run(&models_dir, args),
     }
 }
 

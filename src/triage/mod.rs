@@ -2,4 +2,6 @@
 //! [`Classification`](classification::Classification).
 
 pub mod classification;
+pub mod classifier;
+pub mod normalize;
 pub mod taxonomy;
