@@ -27,6 +27,9 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
+/// Environment variable naming another pin file than the compiled-in `models/base.toml`.
+pub const BASE_MANIFEST_ENV: &str = "CYBERTRIAGE_BASE_MANIFEST";
+
 /// Environment variable that overrides the `models/` folder.
 pub const MODELS_DIR_ENV: &str = "CYBERTRIAGE_MODELS_DIR";
 
@@ -61,8 +64,16 @@ pub struct PinnedPackage {
 }
 
 impl PinnedBase {
+    /// Loads the compiled-in pin file, or the one named by `$CYBERTRIAGE_BASE_MANIFEST`.
     pub fn load() -> Result<Self> {
-        toml::from_str(PINNED_MANIFEST).context("models/base.toml is invalid")
+        match std::env::var_os(BASE_MANIFEST_ENV) {
+            Some(path) => {
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("failed to read {}", Path::new(&path).display()))?;
+                toml::from_str(&text).with_context(|| format!("{} is invalid", Path::new(&path).display()))
+            }
+            None => toml::from_str(PINNED_MANIFEST).context("models/base.toml is invalid"),
+        }
     }
 
     pub fn output_dir(&self, models_dir: &Path) -> PathBuf {
@@ -299,6 +310,10 @@ fn pip_command() -> Result<Command> {
         let program = parts.next().context("CYBERTRIAGE_PIP is empty")?;
         let mut command = Command::new(program);
         command.args(parts);
+        let runs = Command::new(program).args(custom.split_whitespace().skip(1)).arg("--version").output();
+        if let Err(error) = runs {
+            bail!("CYBERTRIAGE_PIP is set to `{custom}`, which failed to run ({error}): point it at a working pip command");
+        }
         return Ok(command);
     }
     let candidates: [(&str, &[&str]); 4] =
@@ -502,10 +517,119 @@ mod tests {
         assert!(message.contains("cybertriage fetch-base"), "{message}");
     }
 
+    /// Builds a tiny but complete E5S1 image: hidden 32, one layer, 2 heads, FFN 64, 4 pieces.
+    fn tiny_image() -> Vec<u8> {
+        let (hidden, ffn, vocab, positions, types) = (32usize, 64usize, 4usize, 8usize, 2usize);
+        let mut tensors: Vec<(String, u8, usize)> = vec![
+            ("emb.word".into(), 1, vocab * hidden),
+            ("emb.pos".into(), 0, positions * hidden),
+            ("emb.type".into(), 0, types * hidden),
+            ("emb.ln.w".into(), 0, hidden),
+            ("emb.ln.b".into(), 0, hidden),
+        ];
+        for (name, out_dim, in_dim) in [("q", hidden, hidden), ("k", hidden, hidden), ("v", hidden, hidden),
+                                         ("ao", hidden, hidden), ("fi", ffn, hidden), ("fo", hidden, ffn)] {
+            tensors.push((format!("l0.{name}.w"), 1, out_dim * in_dim));
+            tensors.push((format!("l0.{name}.b"), 0, out_dim));
+        }
+        for name in ["aln", "oln"] {
+            tensors.push((format!("l0.{name}.w"), 0, hidden));
+            tensors.push((format!("l0.{name}.b"), 0, hidden));
+        }
+
+        let mut out = b"E5S1".to_vec();
+        out.extend(1u32.to_le_bytes());
+        for value in [hidden, 1, 2, ffn, vocab, positions, types] {
+            out.extend((value as i32).to_le_bytes());
+        }
+        out.extend(1e-12f32.to_le_bytes());
+        out.extend(32i32.to_le_bytes());
+        let pieces = ["<s>", "<pad>", "</s>", "<unk>"];
+        out.extend((pieces.len() as i32).to_le_bytes());
+        for id in [0i32, 2, 1, 3] {
+            out.extend(id.to_le_bytes());
+        }
+        let blob: String = pieces.concat();
+        out.extend((blob.len() as u64).to_le_bytes());
+        let mut offset = 0u32;
+        out.extend(offset.to_le_bytes());
+        for piece in pieces {
+            offset += piece.len() as u32;
+            out.extend(offset.to_le_bytes());
+        }
+        for _ in pieces {
+            out.extend(0f32.to_le_bytes());
+        }
+        out.extend(blob.as_bytes());
+        out.extend(0i32.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+
+        let byte_len = |dtype: u8, elements: usize| if dtype == 1 { elements / 32 * 18 } else { elements * 4 };
+        let directory_len: usize = 4 + tensors.iter().map(|(name, _, _)| 2 + name.len() + 1 + 4 + 8 + 8).sum::<usize>();
+        let mut data_offset = out.len() + directory_len;
+        out.extend((tensors.len() as i32).to_le_bytes());
+        let mut data = Vec::new();
+        for (name, dtype, elements) in &tensors {
+            out.extend((name.len() as u16).to_le_bytes());
+            out.extend(name.as_bytes());
+            out.push(*dtype);
+            out.extend((*elements as u32).to_le_bytes());
+            out.extend((data_offset as u64).to_le_bytes());
+            let len = byte_len(*dtype, *elements);
+            out.extend((len as u64).to_le_bytes());
+            data_offset += len;
+            if *dtype == 1 {
+                for _ in 0..elements / 32 {
+                    data.extend(half::f16::from_f32(0.5).to_le_bytes());
+                    data.extend([0x9au8; 16]);
+                }
+            } else {
+                for i in 0..*elements {
+                    data.extend((i as f32 * 0.01).to_le_bytes());
+                }
+            }
+        }
+        out.extend(data);
+        out
+    }
+
     #[test]
-    fn corrupt_image_conversion_fails_cleanly() {
+    fn tiny_image_converts_to_loadable_safetensors() {
         let dir = tempfile::tempdir().unwrap();
-        let error = convert_e5s1(b"E5S1\x01\x00\x00\x00garbage", dir.path()).unwrap_err();
-        assert!(error.to_string().contains("truncated"), "{error}");
+        convert_e5s1(&tiny_image(), dir.path()).unwrap();
+        let bytes = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let query = tensors.tensor("encoder.layer.0.attention.self.query.weight").unwrap();
+        assert_eq!(query.shape(), &[32, 32]);
+        let first: f32 = f32::from_le_bytes(query.data()[..4].try_into().unwrap());
+        // Nibble 0xa (low) of byte 0x9a decodes to (10 - 8) * 0.5.
+        assert_eq!(first, 1.0);
+        assert_eq!(tensors.tensor("encoder.layer.0.intermediate.dense.weight").unwrap().shape(), &[64, 32]);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(config["vocab_size"], 4);
+    }
+
+    #[test]
+    fn truncated_image_is_an_error_at_every_length() {
+        let image = tiny_image();
+        let dir = tempfile::tempdir().unwrap();
+        for length in (0..image.len() - 1).step_by(97).chain([image.len() - 1]) {
+            let result = convert_e5s1(&image[..length], dir.path());
+            assert!(result.is_err(), "a {length}-byte prefix of the image was accepted");
+        }
+    }
+
+    #[test]
+    fn corrupt_image_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut image = tiny_image();
+        // Layer count set to -1.
+        image[12..16].copy_from_slice(&(-1i32).to_le_bytes());
+        let error = convert_e5s1(&image, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("layer count"), "{error}");
+
+        let garbage = convert_e5s1(b"E5S1\x01\x00\x00\x00garbage", dir.path()).unwrap_err();
+        assert!(garbage.to_string().contains("E5S1 image"), "{garbage}");
     }
 }

