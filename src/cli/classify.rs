@@ -1,11 +1,73 @@
-use std::path::Path;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Message to classify; the result is pretty-printed. Omit it with --jsonl.
+    pub message: Option<String>,
 
-pub fn run(_models_dir: &Path, _args: Args) -> Result<ExitCode> {
-    bail!("`classify` is not implemented yet")
+    /// Earlier messages from the same person, oldest first (repeatable; single-message mode only).
+    #[arg(long)]
+    pub context: Vec<String>,
+
+    /// Read `{"text", "context"?}` lines on stdin and write one compact JSON result per line, in order.
+    #[arg(long)]
+    pub jsonl: bool,
+
+    /// Number of messages that go through the encoder at once.
+    #[arg(long, env = "CYBERTRIAGE_BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Classifier model folder. Defaults to models/cybertriage-fr.
+    #[arg(long, env = "CYBERTRIAGE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+}
+
+pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model_dir = args.model_dir.clone().unwrap_or_else(|| default_model_dir(models_dir));
+    let classifier = Classifier::load(models_dir, &model_dir)?.with_batch_size(args.batch_size);
+
+    if args.jsonl {
+        if args.message.is_some() {
+            bail!("pass either a message or --jsonl, not both");
+        }
+        return classify_jsonl(&classifier, args.batch_size);
+    }
+    let Some(text) = args.message else {
+        bail!("no message given: pass one as an argument, or use --jsonl to read stdin");
+    };
+    let input = MessageInput { text, context: args.context };
+    let result = classifier.classify(std::slice::from_ref(&input)).map_err(anyhow::Error::from)?;
+    println!("{}", serde_json::to_string_pretty(&result[0])?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode> {
+    let mut inputs = Vec::new();
+    for (number, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("failed to read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input: MessageInput = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?}}", number + 1))?;
+        inputs.push(input);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for chunk in inputs.chunks(batch_size) {
+        for result in classifier.classify(chunk).map_err(anyhow::Error::from)? {
+            serde_json::to_writer(&mut out, &result)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

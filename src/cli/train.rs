@@ -1,11 +1,71 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+
+use crate::model::base::PinnedBase;
+use crate::model::encoder::Encoder;
+use crate::model::train::{train, TrainConfig};
+use crate::triage::classifier::default_model_dir;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Folder of labeled `*.jsonl` training files. Defaults to training-data/ in this source tree.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_DIR")]
+    pub data_dir: Option<PathBuf>,
 
-pub fn run(_models_dir: &Path, _args: Args) -> Result<ExitCode> {
-    bail!("`train` is not implemented yet")
+    /// Model folder to write heads.safetensors and manifest.json into; it must already hold
+    /// rules.json and resources.json. Defaults to models/cybertriage-fr.
+    #[arg(long, env = "CYBERTRIAGE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Seed of the dev split, initialisation, shuffling, dropout and augmentation.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_SEED", default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+
+    /// Number of passes over the training split.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_EPOCHS", default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+
+    /// Width of the hidden layer of the embedding MLP.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_HIDDEN", default_value_t = TrainConfig::default().hidden_dim)]
+    pub hidden_dim: usize,
+
+    /// Probability of zeroing a hidden unit during training.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_DROPOUT", default_value_t = TrainConfig::default().dropout)]
+    pub dropout: f32,
+
+    /// AdamW learning rate.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_LR", default_value_t = TrainConfig::default().learning_rate)]
+    pub learning_rate: f64,
+
+    /// AdamW decoupled weight decay.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_WEIGHT_DECAY", default_value_t = TrainConfig::default().weight_decay)]
+    pub weight_decay: f64,
+
+    /// Folder for the embedding cache (outside git). Defaults to target/cybertriage-cache.
+    #[arg(long, env = "CYBERTRIAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data_dir = args.data_dir.unwrap_or_else(|| root.join("training-data"));
+    let model_dir = args.model_dir.unwrap_or_else(|| default_model_dir(models_dir));
+    let cache_dir = args.cache_dir.unwrap_or_else(|| root.join("target/cybertriage-cache"));
+    let config = TrainConfig {
+        seed: args.seed,
+        epochs: args.epochs,
+        hidden_dim: args.hidden_dim,
+        dropout: args.dropout,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        ..TrainConfig::default()
+    };
+
+    let encoder = Encoder::load(&PinnedBase::load()?.output_dir(models_dir))?;
+    let outcome = train(&encoder, &data_dir, &model_dir, &config, &cache_dir)?;
+    println!("model written to {}", outcome.model_dir.display());
+    println!("dev metrics: {}", serde_json::to_string_pretty(&outcome.dev_metrics)?);
+    Ok(ExitCode::SUCCESS)
 }

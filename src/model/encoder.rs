@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 
 use super::base::{BaseInfo, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
@@ -49,20 +49,15 @@ impl Encoder {
 
         let mut tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE))
             .map_err(|e| anyhow!("failed to load {}: {e}", dir.join(TOKENIZER_FILE).display()))?;
+        // Truncation, special tokens and padding are applied here, not by the tokenizer, so
+        // that one tokenizer serves both truncated inputs and windows.
+        tokenizer.with_truncation(None).map_err(|e| anyhow!("failed to disable truncation: {e}"))?;
+        tokenizer.with_padding(None);
         let token_id = |token: &str| {
             tokenizer.token_to_id(token).ok_or_else(|| anyhow!("the tokenizer has no {token} token"))
         };
         let (bos_id, eos_id, pad_id) = (token_id("<s>")?, token_id("</s>")?, token_id("<pad>")?);
         let max_tokens = config.max_position_embeddings;
-        tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
-            .map_err(|e| anyhow!("failed to configure truncation: {e}"))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id,
-            pad_token: "<pad>".into(),
-            ..Default::default()
-        }));
         let prefix_ids = tokenizer
             .encode(QUERY_PREFIX.trim_end(), false)
             .map_err(|e| anyhow!("failed to tokenize the query prefix: {e}"))?
@@ -89,23 +84,28 @@ impl Encoder {
 
     /// Tokenizes `query: <text>` with special tokens, truncated to the model's maximum.
     pub fn tokenize(&self, text: &str) -> Result<TokenIds> {
-        let encoding = self
-            .tokenizer
-            .encode(format!("{QUERY_PREFIX}{text}"), true)
-            .map_err(|e| anyhow!("tokenization failed: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        let content = self.encode_plain(&format!("{QUERY_PREFIX}{text}"))?;
+        let kept = content.len().min(self.max_tokens - 2);
+        Ok(self.wrap(&content[..kept]))
     }
 
     /// Number of tokens of `query: <text>` with special tokens, before truncation.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        Ok(self.content_ids(text)?.len() + self.prefix_ids.len() + 2)
+        Ok(self.encode_plain(&format!("{QUERY_PREFIX}{text}"))?.len() + 2)
     }
 
-    fn content_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let mut tokenizer = self.tokenizer.clone();
-        tokenizer.with_truncation(None).map_err(|e| anyhow!("failed to disable truncation: {e}"))?;
-        let encoding = tokenizer.encode(text, false).map_err(|e| anyhow!("tokenization failed: {e}"))?;
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, false).map_err(|e| anyhow!("tokenization failed: {e}"))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Surrounds content ids with `<s>` and `</s>`, as the XLM-R post-processor does.
+    fn wrap(&self, content: &[u32]) -> TokenIds {
+        let mut ids = Vec::with_capacity(content.len() + 2);
+        ids.push(self.bos_id);
+        ids.extend_from_slice(content);
+        ids.push(self.eos_id);
+        ids
     }
 
     /// Splits a text into overlapping windows of at most `max_tokens` tokens each.
@@ -113,7 +113,7 @@ impl Encoder {
     /// Each window is `<s> query: <chunk> </s>`; consecutive chunks share `overlap` tokens. A
     /// text that fits returns exactly one window, identical to [`Encoder::tokenize`].
     pub fn windows(&self, text: &str, overlap: usize) -> Result<Vec<TokenIds>> {
-        let content = self.content_ids(text)?;
+        let content = self.encode_plain(text)?;
         let chunk_len = self.max_tokens - self.prefix_ids.len() - 2;
         if content.len() <= chunk_len {
             return Ok(vec![self.tokenize(text)?]);
@@ -126,18 +126,22 @@ impl Encoder {
         let mut start = 0;
         loop {
             let end = (start + chunk_len).min(content.len());
-            let mut ids = Vec::with_capacity(end - start + self.prefix_ids.len() + 2);
-            ids.push(self.bos_id);
-            ids.extend_from_slice(&self.prefix_ids);
-            ids.extend_from_slice(&content[start..end]);
-            ids.push(self.eos_id);
-            windows.push(ids);
+            let mut chunk = self.prefix_ids.clone();
+            chunk.extend_from_slice(&content[start..end]);
+            windows.push(self.wrap(&chunk));
             if end == content.len() {
                 break;
             }
             start += step;
         }
         Ok(windows)
+    }
+
+    /// Decodes token ids back to text, skipping special tokens and the `query:` prefix.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text = self.tokenizer.decode(ids, true).map_err(|e| anyhow!("detokenization failed: {e}"))?;
+        let trimmed = text.trim_start();
+        Ok(trimmed.strip_prefix(QUERY_PREFIX.trim_end()).unwrap_or(trimmed).trim_start().to_string())
     }
 
     /// Embeds texts (truncated to the maximum length) into unit-norm vectors, one forward pass.

@@ -4,3 +4,7 @@
 pub mod base;
 pub mod e5s1;
 pub mod encoder;
+pub mod heads;
+pub mod lexical;
+pub mod manifest;
+pub mod train;

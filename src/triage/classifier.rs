@@ -1,9 +1,20 @@
 //! The classifier seen from the outside: one input type, one error type and a small trait, so
 //! that the HTTP layer and the evaluation can run the real model or a test double.
 
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::classification::{Classification, ModelInfo};
+use super::decision::{DecisionLayer, Resources};
+use super::normalize::normalize;
+use super::rules::{RuleOutcome, RuleSet};
+use crate::model::base::{BaseInfo, PinnedBase};
+use crate::model::encoder::{Encoder, EMBEDDING_DIM};
+use crate::model::heads::{HeadScores, Heads, HEADS_FILE};
+use crate::model::lexical::SparseFeatures;
+use crate::model::manifest::{Manifest, RESOURCES_FILE, RULES_FILE};
 
 /// One message to classify, with optional earlier messages from the same person.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,4 +53,225 @@ pub trait Classify: Send + Sync + 'static {
     fn token_cost(&self, input: &MessageInput) -> usize;
 
     fn model_info(&self) -> ModelInfo;
+}
+
+/// Folder name of the committed default model under `models/`.
+pub const DEFAULT_MODEL_NAME: &str = "cybertriage-fr";
+
+/// Tokens shared by consecutive windows of a message longer than the encoder's 512 tokens.
+pub const WINDOW_OVERLAP_TOKENS: usize = 128;
+
+pub fn default_model_dir(models_dir: &Path) -> PathBuf {
+    models_dir.join(DEFAULT_MODEL_NAME)
+}
+
+/// The real classifier: normalisation, encoder, heads, rules and decision layer.
+///
+/// A message longer than 512 tokens is read as overlapping windows. With a non-empty `context`,
+/// the earlier messages and the message are also read together as one extra sequence (its last
+/// 512 tokens, which end with the message). Category scores are the maximum over all sequences,
+/// and urgency is that of the most urgent sequence, so context can only add concerns and raise
+/// urgency. Intent and speaker come from the message alone. Rules read the message and, when
+/// there is context, the context and message joined.
+pub struct Classifier {
+    encoder: Encoder,
+    heads: Heads,
+    rules: RuleSet,
+    decision: DecisionLayer,
+    manifest: Manifest,
+    /// Maximum sequences per encoder forward pass.
+    batch_size: usize,
+}
+
+/// One encoder sequence and the input it belongs to.
+struct Sequence {
+    input: usize,
+    /// True for the windows of the message itself; false for the context-and-message sequence.
+    message: bool,
+    ids: Vec<u32>,
+    /// Text the lexical features are computed on: the message, or the context and message.
+    text: String,
+}
+
+impl Classifier {
+    /// Loads the base encoder from `models_dir` and the classifier folder `model_dir`, refusing a
+    /// base whose checksum differs from the one the heads were trained on.
+    pub fn load(models_dir: &Path, model_dir: &Path) -> anyhow::Result<Self> {
+        let manifest = Manifest::read(model_dir)?;
+        let base_dir = PinnedBase::load()?.output_dir(models_dir);
+        let base_info = BaseInfo::read(&base_dir)?;
+        manifest.check_base(&base_info)?;
+        let encoder = Encoder::load(&base_dir)?;
+        Self::from_parts(encoder, model_dir, manifest)
+    }
+
+    /// Builds a classifier on an already loaded encoder (tests and training share one encoder).
+    pub fn from_parts(encoder: Encoder, model_dir: &Path, manifest: Manifest) -> anyhow::Result<Self> {
+        manifest.check_base(encoder.info())?;
+        let heads = Heads::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
+        let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
+        let resources = Resources::load(&model_dir.join(RESOURCES_FILE))?;
+        let model = ModelInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            base: encoder.info().identity(),
+        };
+        let decision = DecisionLayer::new(manifest.thresholds.clone(), resources, model);
+        Ok(Classifier { encoder, heads, rules, decision, manifest, batch_size: 32 })
+    }
+
+    /// Sets how many sequences go through the encoder in one forward pass (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    pub fn rules_version(&self) -> &str {
+        &self.rules.version
+    }
+
+    fn sequences(&self, index: usize, text: &str, context: &[String]) -> anyhow::Result<Vec<Sequence>> {
+        let windows = self.encoder.windows(text, WINDOW_OVERLAP_TOKENS)?;
+        let mut sequences = Vec::with_capacity(windows.len() + 1);
+        if windows.len() == 1 {
+            sequences.extend(windows.into_iter().map(|ids| Sequence { input: index, message: true, ids, text: text.to_string() }));
+        } else {
+            // Each window is read on its own, lexical features included.
+            for ids in windows {
+                let window_text = self.encoder.decode(&ids)?;
+                sequences.push(Sequence { input: index, message: true, ids, text: window_text });
+            }
+        }
+        if !context.is_empty() {
+            let joined = joined_with_context(text, context);
+            let last = self.encoder.windows(&joined, WINDOW_OVERLAP_TOKENS)?.pop();
+            sequences.extend(last.map(|ids| Sequence { input: index, message: false, ids, text: joined }));
+        }
+        Ok(sequences)
+    }
+
+    fn embed_sequences(&self, sequences: &[Sequence]) -> anyhow::Result<Vec<HeadScores>> {
+        // Sorting by length cuts padding; results are put back in order afterwards.
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| sequences[i].ids.len());
+        let mut scores: Vec<Option<HeadScores>> = vec![None; sequences.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| sequences[i].ids.clone()).collect();
+            let vectors = self.encoder.embed_ids(&ids)?;
+            let rows = vectors.len();
+            let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+            let embeddings = Tensor::from_vec(flat, (rows, EMBEDDING_DIM), &Device::Cpu)?;
+            let lexical: Vec<SparseFeatures> = chunk.iter().map(|&i| self.heads.lexical.features(&sequences[i].text)).collect();
+            let lexical_rows: Vec<&SparseFeatures> = lexical.iter().collect();
+            for (&i, head_scores) in chunk.iter().zip(self.heads.predict(&embeddings, &lexical_rows)?) {
+                scores[i] = Some(head_scores);
+            }
+        }
+        Ok(scores.into_iter().map(|s| s.expect("every sequence was scored")).collect())
+    }
+
+    /// Combines the scores of one input's sequences, as described on [`Classifier`].
+    fn combine(&self, parts: &[(&Sequence, &HeadScores)]) -> HeadScores {
+        let message_first = parts.iter().find(|(s, _)| s.message).map(|(_, h)| *h).unwrap_or(parts[0].1);
+        let mut combined = message_first.clone();
+        for (_, scores) in parts {
+            for (best, score) in combined.categories.iter_mut().zip(&scores.categories) {
+                *best = best.max(*score);
+            }
+        }
+        let most_urgent = parts
+            .iter()
+            .map(|(_, h)| *h)
+            .max_by(|a, b| {
+                let (level_a, level_b) = (self.decision.model_urgency(&a.urgency), self.decision.model_urgency(&b.urgency));
+                level_a.cmp(&level_b).then(a.urgency[level_a.index()].total_cmp(&b.urgency[level_b.index()]))
+            })
+            .unwrap_or(message_first);
+        combined.urgency = most_urgent.urgency.clone();
+        combined
+    }
+}
+
+/// Joins earlier messages and the message, oldest first, one per line.
+fn joined_with_context(text: &str, context: &[String]) -> String {
+    let mut joined = context.join("\n");
+    joined.push('\n');
+    joined.push_str(text);
+    joined
+}
+
+/// Normalises an input: its text must not be empty afterwards; empty context entries are dropped.
+pub fn normalize_input(input: &MessageInput) -> Result<(String, Vec<String>), ClassifyError> {
+    let text = normalize(&input.text);
+    if text.is_empty() {
+        return Err(ClassifyError::InvalidInput(
+            "`text` is empty or only whitespace: send the message text".to_string(),
+        ));
+    }
+    let context = input.context.iter().map(|c| normalize(c)).filter(|c| !c.is_empty()).collect();
+    Ok((text, context))
+}
+
+impl Classify for Classifier {
+    fn classify(&self, inputs: &[MessageInput]) -> Result<Vec<Classification>, ClassifyError> {
+        let normalized = inputs.iter().map(normalize_input).collect::<Result<Vec<_>, _>>()?;
+        let mut sequences = Vec::new();
+        for (index, (text, context)) in normalized.iter().enumerate() {
+            sequences.extend(self.sequences(index, text, context)?);
+        }
+        let scores = self.embed_sequences(&sequences)?;
+
+        let mut results = Vec::with_capacity(inputs.len());
+        for (index, (text, context)) in normalized.iter().enumerate() {
+            let parts: Vec<(&Sequence, &HeadScores)> =
+                sequences.iter().zip(&scores).filter(|(s, _)| s.input == index).collect();
+            let windows = parts.iter().filter(|(s, _)| s.message).count();
+            let combined = self.combine(&parts);
+            let mut outcome = self.rules.apply(text);
+            if !context.is_empty() {
+                let with_context = self.rules.apply(&joined_with_context(text, context));
+                outcome = merge_rule_outcomes(outcome, with_context);
+            }
+            results.push(self.decision.decide(&combined, &outcome, windows));
+        }
+        Ok(results)
+    }
+
+    fn token_cost(&self, input: &MessageInput) -> usize {
+        let max = self.encoder.max_tokens();
+        let text_tokens = self.encoder.count_tokens(&input.text).unwrap_or(max);
+        let context_tokens = if input.context.is_empty() { 0 } else { max };
+        text_tokens + context_tokens
+    }
+
+    fn model_info(&self) -> ModelInfo {
+        self.decision.model.clone()
+    }
+}
+
+fn merge_rule_outcomes(mut first: RuleOutcome, second: RuleOutcome) -> RuleOutcome {
+    for id in second.fired {
+        if !first.fired.contains(&id) {
+            first.fired.push(id);
+        }
+    }
+    for category in second.add_categories {
+        if !first.add_categories.contains(&category) {
+            first.add_categories.push(category);
+        }
+    }
+    if let Some((level, id)) = second.raise {
+        if first.raise.as_ref().is_none_or(|(current, _)| level > *current) {
+            first.raise = Some((level, id));
+        }
+    }
+    first
 }

@@ -3,5 +3,7 @@
 
 pub mod classification;
 pub mod classifier;
+pub mod decision;
 pub mod normalize;
+pub mod rules;
 pub mod taxonomy;

@@ -1,0 +1,553 @@
+//! Training of the heads on frozen sentence embeddings, threshold tuning on a dev split, and the
+//! model folder it writes (`heads.safetensors` and `manifest.json`).
+//!
+//! Reproducible: the dev split, weight initialisation, shuffling, dropout and text augmentation
+//! all come from one seeded generator, so the same data, seed and base give the same metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::encoder::{Encoder, EMBEDDING_DIM};
+use super::heads::{HeadScores, Heads, HeadsConfig, HEADS_FILE};
+use super::lexical::{Lexical, SparseFeatures};
+use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT};
+use crate::eval::example::{read_examples, Example};
+use crate::triage::normalize::normalize;
+use crate::triage::rules::fold;
+use crate::triage::taxonomy::{index_of, Urgency, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
+
+/// Hyper-parameters of one training run, recorded in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub seed: u64,
+    /// Share of the training examples held out as the dev split, in [0, 1).
+    pub dev_fraction: f64,
+    pub hidden_dim: usize,
+    /// Hashed lexical feature buckets (TF-IDF over character and word n-grams).
+    pub lexical_buckets: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Probability of zeroing a hidden unit during training.
+    pub dropout: f32,
+    /// Weight of each urgency level in the urgency loss, low to critical.
+    pub urgency_class_weights: [f32; 4],
+    /// Adds, per example, a copy with accents stripped and chat-style spelling.
+    pub augment: bool,
+    /// Cost of predicting one level below gold, relative to one level above, when tuning the
+    /// urgency thresholds.
+    pub under_triage_cost: f32,
+    /// Minimum dev recall on critical examples that the urgency thresholds must keep.
+    pub min_critical_recall: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 13,
+            dev_fraction: 0.15,
+            hidden_dim: 128,
+            lexical_buckets: 1 << 14,
+            epochs: 30,
+            batch_size: 128,
+            learning_rate: 3e-3,
+            weight_decay: 0.05,
+            dropout: 0.5,
+            urgency_class_weights: [1.0, 1.0, 1.3, 2.0],
+            augment: true,
+            under_triage_cost: 3.0,
+            min_critical_recall: 0.97,
+        }
+    }
+}
+
+/// A labeled example turned into training targets.
+pub struct Target {
+    categories: Vec<f32>,
+    intent: u32,
+    urgency: u32,
+    speaker: u32,
+}
+
+impl Target {
+    fn from_example(example: &Example) -> Result<Self> {
+        let mut categories = vec![0f32; CATEGORIES.len()];
+        for id in &example.categories {
+            let index = index_of(&CATEGORIES, id).with_context(|| format!("{}: unknown category {id}", example.id))?;
+            categories[index] = 1.0;
+        }
+        let pick = |labels: &[crate::triage::taxonomy::Label], id: &str, field: &str| {
+            index_of(labels, id).map(|i| i as u32).with_context(|| format!("{}: unknown {field} {id}", example.id))
+        };
+        Ok(Target {
+            categories,
+            intent: pick(&INTENTS, &example.intent, "intent")?,
+            urgency: pick(&URGENCIES, &example.urgency, "urgency")?,
+            speaker: pick(&SPEAKERS, &example.speaker, "speaker")?,
+        })
+    }
+}
+
+/// Result of [`train`]: the folder written and the dev metrics.
+pub struct TrainOutcome {
+    pub model_dir: PathBuf,
+    pub dev_metrics: serde_json::Value,
+}
+
+/// Trains heads on every `*.jsonl` file in `data_dir` and writes them into `model_dir`, which
+/// must already hold `rules.json` and `resources.json` (those are edited by hand, not trained).
+pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &TrainConfig, cache_dir: &Path) -> Result<TrainOutcome> {
+    let (examples, data_sha256) = read_training_data(data_dir)?;
+    tracing::info!(examples = examples.len(), "training data read");
+    let mut rng = StdRng::seed_from_u64(config.seed);
+
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.shuffle(&mut rng);
+    let dev_len = (examples.len() as f64 * config.dev_fraction).round() as usize;
+    let (dev_indices, train_indices) = order.split_at(dev_len);
+
+    let mut cache = EmbeddingCache::open(cache_dir, &encoder.info().checksum)?;
+    let mut train_texts: Vec<String> = train_indices.iter().map(|&i| normalize(&examples[i].text)).collect();
+    let mut train_targets: Vec<Target> = train_indices.iter().map(|&i| Target::from_example(&examples[i])).collect::<Result<_>>()?;
+    if config.augment {
+        for &i in train_indices {
+            let variant = augment(&normalize(&examples[i].text), &mut rng);
+            if variant != normalize(&examples[i].text) {
+                train_texts.push(variant);
+                train_targets.push(Target::from_example(&examples[i])?);
+            }
+        }
+    }
+    let dev_texts: Vec<String> = dev_indices.iter().map(|&i| normalize(&examples[i].text)).collect();
+    let dev_targets: Vec<Target> = dev_indices.iter().map(|&i| Target::from_example(&examples[i])).collect::<Result<_>>()?;
+
+    tracing::info!(train = train_texts.len(), dev = dev_texts.len(), "embedding");
+    let train_embeddings = cache.embed(encoder, &train_texts)?;
+    let dev_embeddings = cache.embed(encoder, &dev_texts)?;
+    cache.save()?;
+
+    let device = Device::Cpu;
+    let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
+    let train_tensor = Tensor::from_vec(train_embeddings.concat(), (train_texts.len(), EMBEDDING_DIM), &device)?;
+    let lexical = Lexical::fit(&train_texts, config.lexical_buckets);
+    let train_lexical: Vec<SparseFeatures> = train_texts.iter().map(|t| lexical.features(t)).collect();
+    let dev_lexical: Vec<SparseFeatures> = dev_texts.iter().map(|t| lexical.features(t)).collect();
+    let heads = Heads::init(heads_config, &train_tensor, lexical, &mut rng, &device)?;
+    let train_split = Split { embeddings: &train_embeddings, lexical: &train_lexical, targets: &train_targets };
+    let dev_split = Split { embeddings: &dev_embeddings, lexical: &dev_lexical, targets: &dev_targets };
+    let best_epoch = fit(&heads, &train_split, &dev_split, config, &mut rng)?;
+
+    let dev_tensor = Tensor::from_vec(dev_embeddings.concat(), (dev_texts.len(), EMBEDDING_DIM), &device)?;
+    let dev_scores = heads.predict(&dev_tensor, &dev_lexical.iter().collect::<Vec<_>>())?;
+    let thresholds = tune_thresholds(&dev_scores, &dev_targets, config);
+    let mut dev_metrics = dev_metrics(&dev_scores, &dev_targets, &thresholds);
+    dev_metrics["best_epoch"] = best_epoch.into();
+    tracing::info!(metrics = %dev_metrics, "dev metrics");
+
+    fs::create_dir_all(model_dir).with_context(|| format!("failed to create {}", model_dir.display()))?;
+    heads.save(&model_dir.join(HEADS_FILE))?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("cybertriage").to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        base: BaseRef { name: encoder.info().name.clone(), checksum: encoder.info().checksum.clone() },
+        heads: heads_config,
+        labels: LabelLists::from_taxonomy(),
+        thresholds,
+        training: TrainingRecord {
+            data_sha256,
+            examples: examples.len(),
+            dev_examples: dev_texts.len(),
+            config: serde_json::to_value(config)?,
+            dev_metrics: dev_metrics.clone(),
+        },
+    };
+    manifest.write(model_dir)?;
+    Ok(TrainOutcome { model_dir: model_dir.to_path_buf(), dev_metrics })
+}
+
+/// Reads every `*.jsonl` file of a folder, in name order, and hashes names and bytes.
+pub fn read_training_data(data_dir: &Path) -> Result<(Vec<Example>, String)> {
+    let mut files: Vec<PathBuf> = fs::read_dir(data_dir)
+        .with_context(|| format!("failed to read {}", data_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no *.jsonl file in {}", data_dir.display());
+    }
+    let mut hasher = Sha256::new();
+    let mut examples = Vec::new();
+    for file in &files {
+        hasher.update(file.file_name().unwrap().as_encoded_bytes());
+        hasher.update(fs::read(file).with_context(|| format!("failed to read {}", file.display()))?);
+        examples.extend(read_examples(file)?);
+    }
+    Ok((examples, hex::encode(hasher.finalize())))
+}
+
+/// Returns a chat-style variant of a text: accents stripped, lower case, and a few common
+/// SMS spellings, chosen by the seeded generator.
+fn augment(text: &str, rng: &mut StdRng) -> String {
+    let mut out = fold(text);
+    const SPELLINGS: [(&str, &str); 10] = [
+        ("je suis", "jsuis"),
+        ("je sais pas", "jsp"),
+        ("pourquoi", "pk"),
+        ("c'est", "c"),
+        ("j'ai", "g"),
+        ("t'inquiete", "tkt"),
+        ("beaucoup", "bcp"),
+        ("quelqu'un", "qqn"),
+        ("aujourd'hui", "ajd"),
+        ("s'il te plait", "stp"),
+    ];
+    for (full, short) in SPELLINGS {
+        if rng.gen_bool(0.7) {
+            out = out.replace(full, short);
+        }
+    }
+    if rng.gen_bool(0.3) {
+        out = out.replace(['.', ',', '!', '?'], "");
+    }
+    out
+}
+
+/// Training examples in the form the heads take: embeddings, lexical features and targets.
+struct Split<'a> {
+    embeddings: &'a [Vec<f32>],
+    lexical: &'a [SparseFeatures],
+    targets: &'a [Target],
+}
+
+/// Sum of the four task losses on the rows `indices` of a split.
+fn batch_loss(heads: &Heads, split: &Split, indices: &[usize], dropout_mask: Option<&Tensor>, urgency_weights: &Tensor) -> Result<Tensor> {
+    let device = Device::Cpu;
+    let x = Tensor::from_vec(indices.iter().flat_map(|&i| split.embeddings[i].clone()).collect(), (indices.len(), EMBEDDING_DIM), &device)?;
+    let lexical_batch = heads.lexical.dense(&indices.iter().map(|&i| &split.lexical[i]).collect::<Vec<_>>(), &device)?;
+    let outputs = heads.forward(&x, &lexical_batch, dropout_mask)?;
+
+    let targets = split.targets;
+    let categories = Tensor::from_vec(indices.iter().flat_map(|&i| targets[i].categories.clone()).collect(), (indices.len(), CATEGORIES.len()), &device)?;
+    let index = |f: fn(&Target) -> u32| Tensor::from_vec(indices.iter().map(|&i| f(&targets[i])).collect::<Vec<u32>>(), indices.len(), &device);
+    let loss = (binary_cross_entropy_with_logits(&outputs.categories, &categories)?
+        + candle_nn::loss::cross_entropy(&outputs.intent, &index(|t| t.intent)?)?)?;
+    let loss = (loss + weighted_cross_entropy(&outputs.urgency, &index(|t| t.urgency)?, urgency_weights)?)?;
+    Ok((loss + (candle_nn::loss::cross_entropy(&outputs.speaker, &index(|t| t.speaker)?)? * 0.5)?)?)
+}
+
+/// Trains with AdamW and keeps the weights of the epoch with the best dev score (early stopping).
+///
+/// The score is the mean of the category macro-F1 at threshold 0.5 and the urgency accuracy.
+/// The dev loss is not used because it rises as soon as a few dev examples get confident wrong
+/// answers, long before the decisions stop improving.
+fn fit(heads: &Heads, train: &Split, dev: &Split, config: &TrainConfig, rng: &mut StdRng) -> Result<usize> {
+    let device = Device::Cpu;
+    let vars = heads.vars();
+    let mut optimizer = AdamW::new(
+        vars.clone(),
+        ParamsAdamW { lr: config.learning_rate, weight_decay: config.weight_decay, ..Default::default() },
+    )?;
+    let urgency_weights = Tensor::new(&config.urgency_class_weights, &device)?;
+    let dev_indices: Vec<usize> = (0..dev.targets.len()).collect();
+    let mut best: Option<(f32, usize, Vec<Tensor>)> = None;
+    let mut order: Vec<usize> = (0..train.targets.len()).collect();
+    for epoch in 1..=config.epochs {
+        order.shuffle(rng);
+        let mut total = 0f32;
+        let mut batches = 0;
+        for chunk in order.chunks(config.batch_size) {
+            let keep = 1.0 - config.dropout;
+            let mask: Vec<f32> = (0..chunk.len() * heads.config.hidden_dim)
+                .map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 })
+                .collect();
+            let mask = Tensor::from_vec(mask, (chunk.len(), heads.config.hidden_dim), &device)?;
+            let loss = batch_loss(heads, train, chunk, Some(&mask), &urgency_weights)?;
+            optimizer.backward_step(&loss)?;
+            total += loss.to_scalar::<f32>()?;
+            batches += 1;
+        }
+        let dev_loss = batch_loss(heads, dev, &dev_indices, None, &urgency_weights)?.to_scalar::<f32>()?;
+        let dev_score = early_stopping_score(heads, dev)?;
+        tracing::info!(epoch, epochs = config.epochs, train_loss = total / batches as f32, dev_loss, dev_score, "training");
+        if best.as_ref().is_none_or(|(score, _, _)| dev_score > *score) {
+            let snapshot = vars.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
+            best = Some((dev_score, epoch, snapshot));
+        }
+    }
+    let (_, best_epoch, snapshot) = best.context("training ran no epoch")?;
+    for (var, value) in vars.iter().zip(snapshot) {
+        var.set(&value)?;
+    }
+    tracing::info!(best_epoch, "kept the weights with the best dev score");
+    Ok(best_epoch)
+}
+
+fn early_stopping_score(heads: &Heads, dev: &Split) -> Result<f32> {
+    let embeddings = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), EMBEDDING_DIM), &Device::Cpu)?;
+    let scores = heads.predict(&embeddings, &dev.lexical.iter().collect::<Vec<_>>())?;
+    let macro_f1 = (0..CATEGORIES.len())
+        .map(|c| binary_f1(scores.iter().zip(dev.targets).map(|(s, t)| (s.categories[c] >= 0.5, t.categories[c] > 0.5))))
+        .sum::<f32>()
+        / CATEGORIES.len() as f32;
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
+    let urgency_accuracy =
+        scores.iter().zip(dev.targets).filter(|(s, t)| argmax(&s.urgency) == t.urgency).count() as f32 / dev.targets.len().max(1) as f32;
+    Ok((macro_f1 + urgency_accuracy) / 2.0)
+}
+
+/// Mean binary cross-entropy on logits, in the stable form `max(x, 0) - x t + ln(1 + e^-|x|)`.
+/// candle's version takes the log of a sigmoid, which gives NaN once a logit saturates.
+fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let positive_part = logits.relu()?;
+    let log_term = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    ((positive_part - (logits * targets)?)? + log_term)?.mean_all()
+}
+
+/// Mean cross-entropy where each example is weighted by the weight of its gold class.
+fn weighted_cross_entropy(logits: &Tensor, targets: &Tensor, class_weights: &Tensor) -> candle_core::Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let weights = class_weights.index_select(targets, 0)?;
+    let weighted = (picked * &weights)?.neg()?;
+    weighted.sum_all()? / weights.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Picks per-category thresholds (best F1 on dev) and cumulative urgency thresholds (lowest
+/// triage cost on dev, keeping critical recall at or above the configured minimum).
+pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], config: &TrainConfig) -> Thresholds {
+    let grid: Vec<f32> = (2..=38).map(|i| i as f32 * 0.025).collect();
+    let mut categories = BTreeMap::new();
+    for (c, category) in CATEGORIES.iter().enumerate() {
+        let positives = targets.iter().filter(|t| t.categories[c] > 0.5).count();
+        let best = if positives < 5 {
+            0.5
+        } else {
+            *grid
+                .iter()
+                .max_by(|&&a, &&b| {
+                    let f1 = |t: f32| binary_f1(scores.iter().zip(targets).map(|(s, g)| (s.categories[c] >= t, g.categories[c] > 0.5)));
+                    f1(a).total_cmp(&f1(b)).then(b.total_cmp(&a))
+                })
+                .unwrap()
+        };
+        categories.insert(category.id.to_string(), best);
+    }
+
+    // Ranked by (meets the critical-recall minimum, critical recall if it does not, lower cost).
+    let mut best: Option<((bool, f32, f32), [f32; 3])> = None;
+    let coarse: Vec<f32> = (1..=18).map(|i| i as f32 * 0.05).collect();
+    // Critical examples are rare and the heads are often confidently wrong on them, so the
+    // critical threshold may go far below the others.
+    let critical_grid: Vec<f32> = [0.002, 0.005, 0.01, 0.02, 0.03].into_iter().chain(coarse.iter().copied()).collect();
+    for &medium in &coarse {
+        for &high in &coarse {
+            for &critical in &critical_grid {
+                let levels = [medium, high, critical];
+                let predictions: Vec<Urgency> = scores.iter().map(|s| urgency_with(&s.urgency, levels)).collect();
+                let critical_gold = targets.iter().filter(|t| t.urgency == 3).count();
+                let critical_found = predictions.iter().zip(targets).filter(|(p, t)| t.urgency == 3 && **p == Urgency::Critical).count();
+                let recall = if critical_gold > 0 { critical_found as f32 / critical_gold as f32 } else { 1.0 };
+                let meets = recall >= config.min_critical_recall;
+                let cost: f32 = predictions
+                    .iter()
+                    .zip(targets)
+                    .map(|(p, t)| {
+                        let (predicted, gold) = (p.index() as f32, t.urgency as f32);
+                        if predicted < gold { (gold - predicted) * config.under_triage_cost } else { predicted - gold }
+                    })
+                    .sum();
+                let rank = (meets, if meets { 0.0 } else { recall }, -cost);
+                let better = best.as_ref().is_none_or(|(b, _)| {
+                    rank.0.cmp(&b.0).then(rank.1.total_cmp(&b.1)).then(rank.2.total_cmp(&b.2)).is_gt()
+                });
+                if better {
+                    best = Some((rank, levels));
+                }
+            }
+        }
+    }
+    let levels = best.map(|(_, l)| l).expect("the threshold grid is not empty");
+    let urgency = [("medium", levels[0]), ("high", levels[1]), ("critical", levels[2])]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    Thresholds { categories, urgency, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
+}
+
+fn urgency_with(probabilities: &[f32], levels: [f32; 3]) -> Urgency {
+    for (level, threshold) in [(Urgency::Critical, levels[2]), (Urgency::High, levels[1]), (Urgency::Medium, levels[0])] {
+        if probabilities[level.index()..].iter().sum::<f32>() >= threshold {
+            return level;
+        }
+    }
+    Urgency::Low
+}
+
+fn binary_f1(pairs: impl Iterator<Item = (bool, bool)>) -> f32 {
+    let (mut tp, mut fp, mut fn_) = (0f32, 0f32, 0f32);
+    for (predicted, gold) in pairs {
+        match (predicted, gold) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fn_ += 1.0,
+            _ => {}
+        }
+    }
+    if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
+}
+
+fn dev_metrics(scores: &[HeadScores], targets: &[Target], thresholds: &Thresholds) -> serde_json::Value {
+    let mut per_category = BTreeMap::new();
+    let mut f1_sum = 0f32;
+    for (c, category) in CATEGORIES.iter().enumerate() {
+        let threshold = thresholds.categories[category.id];
+        let f1 = binary_f1(scores.iter().zip(targets).map(|(s, t)| (s.categories[c] >= threshold, t.categories[c] > 0.5)));
+        per_category.insert(category.id, (f1 * 1000.0).round() / 1000.0);
+        f1_sum += f1;
+    }
+    let levels = [thresholds.urgency["medium"], thresholds.urgency["high"], thresholds.urgency["critical"]];
+    let predicted: Vec<Urgency> = scores.iter().map(|s| urgency_with(&s.urgency, levels)).collect();
+    let count = |f: &dyn Fn(Urgency, u32) -> bool| predicted.iter().zip(targets).filter(|(p, t)| f(**p, t.urgency)).count() as f32;
+    let critical_gold = count(&|_, g| g == 3);
+    let critical_predicted = count(&|p, _| p == Urgency::Critical);
+    let critical_hit = count(&|p, g| g == 3 && p == Urgency::Critical);
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
+    let accuracy = |f: &dyn Fn(&HeadScores, &Target) -> bool| scores.iter().zip(targets).filter(|(s, t)| f(s, t)).count() as f32 / targets.len().max(1) as f32;
+    let round = |x: f32| (x * 1000.0).round() / 1000.0;
+    serde_json::json!({
+        "category_macro_f1": round(f1_sum / CATEGORIES.len() as f32),
+        "category_f1": per_category,
+        "urgency_accuracy": round(count(&|p, g| p.index() as u32 == g) / targets.len().max(1) as f32),
+        "under_triage_rate": round(count(&|p, g| (p.index() as u32) < g) / targets.len().max(1) as f32),
+        "critical_recall": round(if critical_gold > 0.0 { critical_hit / critical_gold } else { 0.0 }),
+        "critical_precision": round(if critical_predicted > 0.0 { critical_hit / critical_predicted } else { 0.0 }),
+        "intent_accuracy": round(accuracy(&|s, t| argmax(&s.intent) == t.intent)),
+        "speaker_accuracy": round(accuracy(&|s, t| argmax(&s.speaker) == t.speaker)),
+    })
+}
+
+/// On-disk cache of embeddings keyed by sha256 of the text, per base checksum, so that
+/// retraining does not re-encode unchanged examples. Lives outside the repository.
+struct EmbeddingCache {
+    path: PathBuf,
+    vectors: HashMap<[u8; 32], Vec<f32>>,
+    dirty: bool,
+}
+
+impl EmbeddingCache {
+    fn open(dir: &Path, base_checksum: &str) -> Result<Self> {
+        let path = dir.join(format!("embeddings-{}.bin", &base_checksum[..16.min(base_checksum.len())]));
+        let mut vectors = HashMap::new();
+        if let Ok(mut file) = fs::File::open(&path) {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let record = 32 + EMBEDDING_DIM * 4;
+            for chunk in bytes.chunks_exact(record) {
+                let key: [u8; 32] = chunk[..32].try_into().unwrap();
+                let vector = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                vectors.insert(key, vector);
+            }
+        }
+        Ok(EmbeddingCache { path, vectors, dirty: false })
+    }
+
+    fn embed(&mut self, encoder: &Encoder, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let keys: Vec<[u8; 32]> = texts.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect();
+        let mut missing: Vec<usize> = (0..texts.len()).filter(|&i| !self.vectors.contains_key(&keys[i])).collect();
+        missing.sort_by_key(|&i| texts[i].len());
+        missing.dedup_by_key(|i| keys[*i]);
+        for (done, chunk) in missing.chunks(32).enumerate() {
+            let ids = chunk.iter().map(|&i| encoder.tokenize(&texts[i])).collect::<Result<Vec<_>>>()?;
+            for (&i, vector) in chunk.iter().zip(encoder.embed_ids(&ids)?) {
+                self.vectors.insert(keys[i], vector);
+            }
+            self.dirty = true;
+            if done % 10 == 0 {
+                tracing::info!(done = (done + 1) * 32, total = missing.len(), "embedding examples");
+            }
+        }
+        Ok(keys.iter().map(|k| self.vectors[k].clone()).collect())
+    }
+
+    fn save(&self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(parent) = self.path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let mut file = fs::File::create(&self.path).with_context(|| format!("failed to write {}", self.path.display()))?;
+        for (key, vector) in &self.vectors {
+            file.write_all(key)?;
+            for value in vector {
+                file.write_all(&value.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn binary_f1_hand_computed() {
+        // tp=1, fp=1, fn=1 -> 2/(2+1+1) = 0.5
+        let pairs = [(true, true), (true, false), (false, true), (false, false)];
+        assert_eq!(binary_f1(pairs.into_iter()), 0.5);
+        assert_eq!(binary_f1([(false, false)].into_iter()), 0.0);
+    }
+
+    #[test]
+    fn urgency_thresholds_are_cumulative() {
+        assert_eq!(urgency_with(&[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.35]), Urgency::Critical);
+        assert_eq!(urgency_with(&[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.45]), Urgency::High);
+        assert_eq!(urgency_with(&[0.7, 0.1, 0.1, 0.1], [0.5, 0.5, 0.45]), Urgency::Low);
+    }
+
+    #[test]
+    fn augmentation_is_seeded() {
+        let text = "Je suis harcelée, je sais pas pourquoi. C'est trop.";
+        let a = augment(text, &mut StdRng::seed_from_u64(4));
+        let b = augment(text, &mut StdRng::seed_from_u64(4));
+        assert_eq!(a, b);
+        assert!(!a.contains('é'), "{a}");
+    }
+
+    #[test]
+    fn binary_cross_entropy_is_finite_on_saturated_logits() {
+        let device = Device::Cpu;
+        let logits = Tensor::new(&[[200f32, -200.0, 0.0]], &device).unwrap();
+        let targets = Tensor::new(&[[1f32, 1.0, 0.0]], &device).unwrap();
+        let loss: f32 = binary_cross_entropy_with_logits(&logits, &targets).unwrap().to_scalar().unwrap();
+        // Per element: 0, 200, ln 2.
+        assert!((loss - (200.0 + std::f32::consts::LN_2) / 3.0).abs() < 1e-3, "{loss}");
+    }
+
+    #[test]
+    fn weighted_cross_entropy_matches_hand_value() {
+        let device = Device::Cpu;
+        // Uniform logits over 2 classes: -ln(0.5) per example whatever the weights.
+        let logits = Tensor::zeros((2, 2), DType::F32, &device).unwrap();
+        let targets = Tensor::new(&[0u32, 1], &device).unwrap();
+        let weights = Tensor::new(&[1f32, 3.0], &device).unwrap();
+        let loss: f32 = weighted_cross_entropy(&logits, &targets, &weights).unwrap().to_scalar().unwrap();
+        assert!((loss - std::f32::consts::LN_2).abs() < 1e-6, "{loss}");
+    }
+}

@@ -1,0 +1,316 @@
+//! The decision layer: head probabilities plus rule outcome in, [`Classification`] out.
+//!
+//! Order of decisions: categories by per-category threshold (rules may add one), urgency by
+//! cumulative thresholds then raised by rules (never lowered), `uncertain`, handoff, resources.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use super::classification::{CategoryScore, Classification, Handoff, LabelScore, ModelInfo, Resource, UrgencyResult};
+use super::rules::RuleOutcome;
+use super::taxonomy::{Label, Urgency, CATEGORIES, INTENTS, NONE_CATEGORY, SPEAKERS, TALK_TO_COUNSELOR, URGENCIES};
+use crate::model::heads::HeadScores;
+use crate::model::manifest::Thresholds;
+
+/// Handoff actions, from most to least pressing.
+pub const HANDOFF_NOW: &str = "now";
+pub const HANDOFF_SOON: &str = "soon";
+pub const HANDOFF_OFFER: &str = "offer";
+pub const HANDOFF_NONE: &str = "none";
+
+/// Help resources from the model folder's `resources.json`, which the helpline edits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub version: String,
+    /// Shown first whenever urgency is critical (emergency numbers).
+    pub urgent: Vec<ResourceEntry>,
+    /// Resources per category id.
+    pub categories: HashMap<String, Vec<ResourceEntry>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceEntry {
+    pub id: String,
+    pub title: String,
+    pub links: Vec<String>,
+}
+
+impl Resources {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let resources: Resources = serde_json::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
+        if let Some(unknown) = resources.categories.keys().find(|id| !CATEGORIES.iter().any(|c| c.id == id.as_str())) {
+            anyhow::bail!("{}: unknown category {unknown:?}", path.display());
+        }
+        Ok(resources)
+    }
+}
+
+pub struct DecisionLayer {
+    pub thresholds: Thresholds,
+    pub resources: Resources,
+    pub model: ModelInfo,
+    category_thresholds: Vec<f32>,
+}
+
+impl DecisionLayer {
+    pub fn new(thresholds: Thresholds, resources: Resources, model: ModelInfo) -> Self {
+        let category_thresholds = CATEGORIES.iter().map(|c| thresholds.categories.get(c.id).copied().unwrap_or(0.5)).collect();
+        DecisionLayer { thresholds, resources, model, category_thresholds }
+    }
+
+    /// Returns the urgency level the model's probabilities give, before rules.
+    pub fn model_urgency(&self, probabilities: &[f32]) -> Urgency {
+        for level in [Urgency::Critical, Urgency::High, Urgency::Medium] {
+            let cumulative: f32 = probabilities[level.index()..].iter().sum();
+            let threshold = self.thresholds.urgency.get(level.id()).copied().unwrap_or(0.5);
+            if cumulative >= threshold {
+                return level;
+            }
+        }
+        Urgency::Low
+    }
+
+    /// Builds the classification of one message.
+    pub fn decide(&self, scores: &HeadScores, rules: &RuleOutcome, windows: usize) -> Classification {
+        let categories = self.categories(scores, rules);
+        let confident = categories.iter().enumerate().any(|(_, c)| {
+            let index = CATEGORIES.iter().position(|l| l.id == c.id).unwrap_or(0);
+            c.detected && c.score >= self.category_thresholds[index] + self.thresholds.uncertain_category_margin
+        });
+
+        let model_level = self.model_urgency(&scores.urgency);
+        let (level, raised_by_rule) = match &rules.raise {
+            Some((raised, rule)) if *raised > model_level => (*raised, Some(rule.clone())),
+            _ => (model_level, None),
+        };
+        let urgency_close = top_two_gap(&scores.urgency) < self.thresholds.uncertain_urgency_margin;
+        let uncertain = raised_by_rule.is_none() && (!confident || urgency_close);
+
+        let intent = best_label(&INTENTS, &scores.intent);
+        let speaker = best_label(&SPEAKERS, &scores.speaker);
+        let handoff = handoff(level, &intent.id, raised_by_rule.as_deref(), uncertain);
+        let resources = self.resources_for(level, &categories);
+
+        Classification {
+            categories,
+            intent,
+            urgency: UrgencyResult {
+                level: level.id().to_string(),
+                label: level.label().to_string(),
+                score: scores.urgency[model_level.index()],
+                scores: URGENCIES.iter().zip(&scores.urgency).map(|(l, p)| (l.id.to_string(), *p)).collect::<BTreeMap<_, _>>(),
+                raised_by_rule,
+            },
+            speaker,
+            handoff,
+            uncertain,
+            resources,
+            model: self.model.clone(),
+            windows,
+        }
+    }
+
+    fn categories(&self, scores: &HeadScores, rules: &RuleOutcome) -> Vec<CategoryScore> {
+        let none_index = CATEGORIES.iter().position(|c| c.id == NONE_CATEGORY).unwrap_or(usize::MAX);
+        let mut detected: Vec<bool> = scores
+            .categories
+            .iter()
+            .zip(&self.category_thresholds)
+            .map(|(score, threshold)| score >= threshold)
+            .collect();
+        for &index in &rules.add_categories {
+            detected[index] = true;
+        }
+        // `none` stands alone: any real concern wins over it.
+        if detected.iter().enumerate().any(|(i, &d)| d && i != none_index) {
+            detected[none_index] = false;
+        }
+        let mut categories: Vec<CategoryScore> = CATEGORIES
+            .iter()
+            .enumerate()
+            .map(|(i, label)| CategoryScore {
+                id: label.id.to_string(),
+                label: label.label.to_string(),
+                score: scores.categories[i],
+                detected: detected[i],
+            })
+            .collect();
+        categories.sort_by(|a, b| b.detected.cmp(&a.detected).then(b.score.total_cmp(&a.score)));
+        categories
+    }
+
+    fn resources_for(&self, level: Urgency, categories: &[CategoryScore]) -> Vec<Resource> {
+        let mut out: Vec<Resource> = Vec::new();
+        let mut push = |entry: &ResourceEntry, category: &str| {
+            if !out.iter().any(|r| r.id == entry.id) {
+                out.push(Resource {
+                    id: entry.id.clone(),
+                    title: entry.title.clone(),
+                    links: entry.links.clone(),
+                    category: category.to_string(),
+                });
+            }
+        };
+        if level == Urgency::Critical {
+            for entry in &self.resources.urgent {
+                push(entry, "urgent");
+            }
+        }
+        for category in categories.iter().filter(|c| c.detected) {
+            for entry in self.resources.categories.get(&category.id).into_iter().flatten() {
+                push(entry, &category.id);
+            }
+        }
+        out
+    }
+}
+
+fn best_label(labels: &[Label], probabilities: &[f32]) -> LabelScore {
+    let (index, score) = probabilities
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, p)| (i, *p))
+        .unwrap_or((0, 0.0));
+    LabelScore { id: labels[index].id.to_string(), label: labels[index].label.to_string(), score }
+}
+
+fn top_two_gap(probabilities: &[f32]) -> f32 {
+    let mut sorted = probabilities.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted[0] - sorted.get(1).copied().unwrap_or(0.0)
+}
+
+/// Decides the handoff: `now` at critical urgency, `soon` at high urgency or when the person asks
+/// for an écoutant, `offer` at medium urgency, `none` otherwise.
+pub fn handoff(level: Urgency, intent: &str, raised_by_rule: Option<&str>, uncertain: bool) -> Handoff {
+    let mut reasons = vec![format!("urgency_{}", level.id())];
+    if let Some(rule) = raised_by_rule {
+        reasons.push(format!("rule:{rule}"));
+    }
+    let asked = intent == TALK_TO_COUNSELOR;
+    if asked {
+        reasons.push("asked_for_counselor".to_string());
+    }
+    if uncertain {
+        reasons.push("uncertain".to_string());
+    }
+    let action = match level {
+        Urgency::Critical => HANDOFF_NOW,
+        Urgency::High => HANDOFF_SOON,
+        _ if asked => HANDOFF_SOON,
+        Urgency::Medium => HANDOFF_OFFER,
+        Urgency::Low => HANDOFF_NONE,
+    };
+    Handoff { action: action.to_string(), reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triage::taxonomy::index_of;
+
+    fn layer() -> DecisionLayer {
+        let thresholds = Thresholds {
+            categories: CATEGORIES.iter().map(|c| (c.id.to_string(), 0.5)).collect(),
+            urgency: [("medium", 0.5), ("high", 0.5), ("critical", 0.4)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            uncertain_category_margin: 0.1,
+            uncertain_urgency_margin: 0.1,
+        };
+        let resources = Resources {
+            version: "t".into(),
+            urgent: vec![ResourceEntry { id: "urgence".into(), title: "Urgence".into(), links: vec!["tel_112".into()] }],
+            categories: [(
+                "self_harm".to_string(),
+                vec![ResourceEntry { id: "3114".into(), title: "3114".into(), links: vec!["tel_3114".into()] }],
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let model = ModelInfo { name: "t".into(), version: "0".into(), base: "b".into() };
+        DecisionLayer::new(thresholds, resources, model)
+    }
+
+    fn scores(category: &str, category_score: f32, urgency: [f32; 4]) -> HeadScores {
+        let mut categories = vec![0.01; CATEGORIES.len()];
+        categories[index_of(&CATEGORIES, category).unwrap()] = category_score;
+        HeadScores { categories, intent: vec![0.9, 0.02, 0.02, 0.02, 0.02, 0.02], urgency: urgency.to_vec(), speaker: vec![0.8, 0.1, 0.1] }
+    }
+
+    #[test]
+    fn category_detected_only_above_threshold() {
+        let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        assert_eq!(result.detected_categories(), vec!["harassment"]);
+        let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        assert!(result.detected_categories().is_empty());
+        assert!(result.uncertain, "nothing detected must be uncertain");
+    }
+
+    #[test]
+    fn categories_sorted_by_score() {
+        let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        assert_eq!(result.categories[0].id, "scam");
+        assert_eq!(result.categories.len(), CATEGORIES.len());
+        assert!(result.categories.windows(2).all(|w| w[0].detected >= w[1].detected));
+    }
+
+    #[test]
+    fn cumulative_urgency_thresholds() {
+        let layer = layer();
+        assert_eq!(layer.model_urgency(&[0.3, 0.3, 0.2, 0.2]), Urgency::Medium);
+        assert_eq!(layer.model_urgency(&[0.1, 0.3, 0.2, 0.4]), Urgency::Critical);
+        assert_eq!(layer.model_urgency(&[0.6, 0.3, 0.05, 0.05]), Urgency::Low);
+        assert_eq!(layer.model_urgency(&[0.2, 0.2, 0.3, 0.3]), Urgency::High);
+    }
+
+    #[test]
+    fn rule_raises_urgency_and_adds_category() {
+        let outcome = RuleOutcome {
+            raise: Some((Urgency::Critical, "suicidal".into())),
+            fired: vec!["suicidal".into()],
+            add_categories: vec![index_of(&CATEGORIES, "self_harm").unwrap()],
+        };
+        let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), &outcome, 1);
+        assert_eq!(result.urgency.level, "critical");
+        assert_eq!(result.urgency.raised_by_rule.as_deref(), Some("suicidal"));
+        assert_eq!(result.detected_categories(), vec!["self_harm"], "none must not stay beside self_harm");
+        assert_eq!(result.handoff.action, "now");
+        assert_eq!(result.resources[0].id, "urgence");
+        assert!(result.resources.iter().any(|r| r.id == "3114"));
+    }
+
+    #[test]
+    fn rules_never_lower_urgency() {
+        let model_critical = [0.0, 0.0, 0.1, 0.9];
+        for raise in Urgency::ALL {
+            let outcome = RuleOutcome { raise: Some((raise, "r".into())), fired: vec!["r".into()], add_categories: vec![] };
+            let result = layer().decide(&scores("threats", 0.9, model_critical), &outcome, 1);
+            assert_eq!(result.urgency.level, "critical", "rule raising to {raise:?} changed a critical result");
+            assert_eq!(result.urgency.raised_by_rule, None);
+        }
+    }
+
+    #[test]
+    fn handoff_follows_urgency_and_intent() {
+        assert_eq!(handoff(Urgency::Critical, "greeting", None, false).action, "now");
+        assert_eq!(handoff(Urgency::High, "seek_help", None, false).action, "soon");
+        assert_eq!(handoff(Urgency::Low, "talk_to_counselor", None, false).action, "soon");
+        assert_eq!(handoff(Urgency::Medium, "seek_help", None, false).action, "offer");
+        assert_eq!(handoff(Urgency::Low, "information", None, false).action, "none");
+        assert!(handoff(Urgency::Low, "talk_to_counselor", None, true).reasons.contains(&"asked_for_counselor".to_string()));
+    }
+
+    #[test]
+    fn close_urgency_levels_are_uncertain() {
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.46, 0.44, 0.05]), &RuleOutcome::default(), 1);
+        assert!(result.uncertain);
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.8, 0.1, 0.05]), &RuleOutcome::default(), 1);
+        assert!(!result.uncertain);
+    }
+}

@@ -1,0 +1,188 @@
+//! The committed default model (models/cybertriage-fr) on the real encoder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use cybertriage::model::base::default_models_dir;
+use cybertriage::model::manifest::Manifest;
+use cybertriage::triage::classification::Classification;
+use cybertriage::triage::classifier::{default_model_dir, Classifier, Classify, ClassifyError, MessageInput};
+
+fn classifier() -> &'static Classifier {
+    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+    CLASSIFIER.get_or_init(|| {
+        let models = default_models_dir();
+        Classifier::load(&models, &default_model_dir(&models)).expect("run `cybertriage fetch-base` first")
+    })
+}
+
+fn classify(text: &str) -> Classification {
+    classifier().classify(&[MessageInput::new(text)]).unwrap().remove(0)
+}
+
+fn score(result: &Classification, category: &str) -> f32 {
+    result.categories.iter().find(|c| c.id == category).unwrap().score
+}
+
+#[test]
+fn sextortion_deadline_is_urgent() {
+    let result = classify("un mec menace de publier mes nudes si je paye pas avant ce soir");
+    assert_eq!(result.categories[0].id, "sextortion");
+    assert!(result.categories[0].detected);
+    assert!(["high", "critical"].contains(&result.urgency.level.as_str()), "{:?}", result.urgency);
+    assert!(["now", "soon"].contains(&result.handoff.action.as_str()), "{:?}", result.handoff);
+}
+
+#[test]
+fn suicidal_wording_is_critical() {
+    let result = classify("jai envie d'en finir");
+    assert!(result.detected_categories().contains(&"self_harm"), "{:?}", result.categories);
+    assert_eq!(result.urgency.level, "critical");
+    assert_eq!(result.handoff.action, "now");
+    assert!(result.resources.iter().any(|r| r.links.contains(&"tel_3114".to_string())));
+}
+
+#[test]
+fn rule_raises_and_reports_itself() {
+    // Explicit wording in a message the heads may read as mild: the rule must raise it.
+    let result = classify("merci pour tout, ce soir je vais me suicider");
+    assert_eq!(result.urgency.level, "critical");
+    if result.urgency.raised_by_rule.is_some() {
+        assert!(result.handoff.reasons.iter().any(|r| r.starts_with("rule:")));
+    }
+    assert!(result.detected_categories().contains(&"self_harm"));
+}
+
+#[test]
+fn greeting_is_low_and_none() {
+    let result = classify("bonjour, c'est gratuit de vous écrire ?");
+    assert_eq!(result.detected_categories(), vec!["none"]);
+    assert_eq!(result.urgency.level, "low");
+    assert_eq!(result.handoff.action, "none");
+}
+
+#[test]
+fn thresholds_decide_detection() {
+    let result = classify("quelqu'un a piraté mon compte insta et poste des trucs à ma place");
+    let thresholds = &classifier().manifest().thresholds.categories;
+    for category in &result.categories {
+        if category.score < thresholds[&category.id] && result.urgency.raised_by_rule.is_none() {
+            assert!(!category.detected, "{category:?} detected below its threshold");
+        }
+    }
+    assert!(result.detected_categories().contains(&"identity_theft"), "{:?}", result.categories);
+}
+
+#[test]
+fn batch_equals_singles() {
+    let texts = [
+        "ils m'insultent tous les jours sur snap",
+        "Bonjour, mon fils de 12 ans joue 6 heures par jour à Fortnite, que faire ?",
+        "un adulte sur roblox m'a donné des robux et veut me voir samedi, il dit de rien dire",
+        "merci beaucoup",
+    ];
+    let inputs: Vec<MessageInput> = texts.iter().map(|t| MessageInput::new(*t)).collect();
+    let batched = classifier().classify(&inputs).unwrap();
+    for (text, batch_result) in texts.iter().zip(&batched) {
+        let single = classify(text);
+        assert_eq!(single.urgency.level, batch_result.urgency.level, "{text}");
+        assert_eq!(single.detected_categories(), batch_result.detected_categories(), "{text}");
+        for (a, b) in single.categories.iter().zip(&batch_result.categories) {
+            assert!((a.score - b.score).abs() < 1e-3, "{text}: {a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn long_message_is_windowed() {
+    // The concern comes after more than 512 tokens of neutral text: truncation would drop it,
+    // windows must not.
+    let opening = "Bonjour, je vous écris au sujet de ma fille de 14 ans. ";
+    let filler = "Nous habitons dans une petite ville, elle va au collège à pied avec ses amies et fait du basket le mercredi. ".repeat(30);
+    let ending = "Hier soir elle m'a dit qu'un homme rencontré sur Snapchat menace de publier ses photos intimes si elle ne lui envoie pas d'argent avant vendredi.";
+    let without_ending = classify(&format!("{opening}{filler}"));
+    let result = classify(&format!("{opening}{filler}{ending}"));
+    assert!(result.windows >= 2, "{} windows", result.windows);
+    assert!(
+        score(&result, "sextortion") > (score(&without_ending, "sextortion") * 3.0).max(score(&without_ending, "sextortion") + 0.1),
+        "the last window must count: with the ending {}, without {}",
+        score(&result, "sextortion"),
+        score(&without_ending, "sextortion")
+    );
+}
+
+#[test]
+fn context_changes_reading() {
+    let text = "il dit qu'il va les envoyer a tout le monde ce soir";
+    let alone = classify(text);
+    let input = MessageInput { text: text.to_string(), context: vec!["il a des photos de moi".to_string()] };
+    let with_context = classifier().classify(&[input]).unwrap().remove(0);
+    assert!(
+        score(&with_context, "intimate_images") > score(&alone, "intimate_images") + 0.1,
+        "context should raise intimate_images: alone {} with context {}",
+        score(&alone, "intimate_images"),
+        score(&with_context, "intimate_images")
+    );
+    assert!(with_context.urgency.level >= alone.urgency.level || with_context.urgency.level == "critical");
+}
+
+#[test]
+fn empty_text_is_invalid_input() {
+    for text in ["", "   \n\t", "\u{200B}"] {
+        let error = classifier().classify(&[MessageInput::new(text)]).unwrap_err();
+        assert!(matches!(error, ClassifyError::InvalidInput(_)), "{text:?}: {error}");
+    }
+}
+
+fn copy_model(to: &Path) -> PathBuf {
+    let from = default_model_dir(&default_models_dir());
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to.to_path_buf()
+}
+
+#[test]
+fn mismatched_base_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_model(dir.path());
+    let mut manifest = Manifest::read(&model).unwrap();
+    manifest.base.checksum = "0".repeat(64);
+    manifest.write(&model).unwrap();
+    let error = Classifier::load(&default_models_dir(), &model).err().expect("a mismatched base must be refused");
+    let message = error.to_string();
+    assert!(message.contains("base encoder mismatch"), "{message}");
+    assert!(message.contains(&"0".repeat(64)), "{message}");
+}
+
+#[test]
+fn cli_classify_jsonl_keeps_order() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
+        .args(["classify", "--jsonl", "--batch-size", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
+    writeln!(stdin, r#"{{"text": "jai envie d'en finir"}}"#).unwrap();
+    writeln!(stdin, r#"{{"text": "il dit qu'il va les envoyer ce soir", "context": ["il a des photos de moi"]}}"#).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Classification> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0].urgency.level, "low");
+    assert_eq!(lines[1].urgency.level, "critical");
+    for field in ["categories", "intent", "urgency", "speaker", "handoff", "uncertain", "resources", "model"] {
+        let value = serde_json::to_value(&lines[2]).unwrap();
+        assert!(value.get(field).is_some(), "missing contract field {field}");
+    }
+}
