@@ -4,5 +4,9 @@
 //! heads, and a decision layer that may raise urgency and decides the human handoff.
 
 pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod http;
+pub mod infer;
 pub mod model;
 pub mod triage;
