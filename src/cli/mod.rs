@@ -56,7 +56,10 @@ impl Cli {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    init_logging();
+    // `serve` installs its own subscriber, because its log format (text or JSON) is an option.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging();
+    }
     let models_dir = cli.models_dir();
     match cli.command {
         Command::FetchBase(args) => fetch_base::run(&models_dir, args),

@@ -1,0 +1,296 @@
+//! The one error type of the HTTP layer and its mapping to status codes.
+//!
+//! Every error response has the body `{"error": {"code", "message"}}`. The code is stable and meant for
+//! programs; the message is plain English for the integrator, names the field at fault and
+//! says how to fix it. No message ever quotes the request body. Internal errors return a
+//! generic message; their detail goes only to the access log, through [`ErrorRecord`].
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::infer::InferError;
+
+/// Seconds a client should wait before retrying after an `overloaded` response.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client should wait before retrying after a `not_ready` response.
+pub const NOT_READY_RETRY_AFTER_SECS: u64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "the request body is not valid JSON (error at line {line}, column {column}): send a JSON object \
+         such as {{\"text\": \"...\"}}"
+    )]
+    InvalidJson { line: usize, column: usize },
+
+    #[error("the request body is not valid UTF-8: encode the JSON body as UTF-8")]
+    InvalidUtf8,
+
+    #[error("the request body could not be read to its end: send the whole body, with a correct Content-Length")]
+    UnreadableBody,
+
+    #[error(
+        "the x-request-id header must be 1 to {max} letters, digits, '-', '_', '.' or ':': send such an \
+         id, or leave the header out and the server generates one",
+        max = super::request_id::MAX_LEN
+    )]
+    InvalidRequestId,
+
+    #[error("missing or wrong API key: send the header `Authorization: Bearer <key>` with the server's key")]
+    Unauthorized,
+
+    #[error("no route matches this path: see /openapi.json for the routes")]
+    NotFound,
+
+    #[error("this route does not accept this HTTP method: see /openapi.json for the methods of each route")]
+    MethodNotAllowed,
+
+    #[error(
+        "the Content-Type header must be application/json: send `Content-Type: application/json`, or no \
+         Content-Type header"
+    )]
+    UnsupportedMediaType,
+
+    #[error(
+        "the request body is larger than the limit of {limit} bytes: shorten the text or the context, or \
+         split the batch into several requests"
+    )]
+    BodyTooLarge { limit: usize },
+
+    #[error(
+        "field `{field}` has {chars} characters, above the limit of {limit}: shorten it, or split the text \
+         into several messages"
+    )]
+    TextTooLong { field: String, chars: usize, limit: usize },
+
+    #[error(
+        "field `inputs` has {count} entries, above the limit of {limit}: split the batch into several \
+         requests"
+    )]
+    BatchTooLarge { count: usize, limit: usize },
+
+    #[error(
+        "field `{field}` has {count} entries, above the limit of {limit}: send only the most recent \
+         {limit} earlier messages"
+    )]
+    ContextTooLong { field: String, count: usize, limit: usize },
+
+    /// A field is missing, unknown or of the wrong type. The message is complete.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
+
+    #[error(
+        "field `{field}` is empty once whitespace and invisible characters are removed: send a message \
+         with visible characters"
+    )]
+    EmptyText { field: String },
+
+    /// The classifier rejected an input; its message is meant for clients.
+    #[error("the input cannot be classified: {0}")]
+    InvalidInput(String),
+
+    #[error(
+        "the server is at capacity and cannot queue this request: retry after the Retry-After delay, or \
+         route the person to a human listener"
+    )]
+    Overloaded,
+
+    #[error(
+        "the model is loading or a model worker is restarting: retry after the Retry-After delay, or route \
+         the person to a human listener"
+    )]
+    NotReady,
+
+    #[error(
+        "the classification did not finish within the server's timeout: retry, or route the person to a \
+         human listener"
+    )]
+    Timeout,
+
+    /// The detail is for the log; clients get a generic message.
+    #[error("internal error: the x-request-id response header identifies this request in the server log")]
+    Internal(String),
+}
+
+/// Access-log record of an error response: the code, and for internal errors the detail that
+/// the client does not see.
+#[derive(Debug, Clone)]
+pub struct ErrorRecord {
+    pub code: &'static str,
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    /// Every code that [`ApiError::code`] returns, for the API description.
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_json",
+        "invalid_utf8",
+        "unreadable_body",
+        "invalid_request_id",
+        "unauthorized",
+        "not_found",
+        "method_not_allowed",
+        "unsupported_media_type",
+        "body_too_large",
+        "text_too_long",
+        "batch_too_large",
+        "context_too_long",
+        "invalid_field",
+        "empty_text",
+        "invalid_input",
+        "overloaded",
+        "not_ready",
+        "timeout",
+        "internal",
+    ];
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson { .. }
+            | ApiError::InvalidUtf8
+            | ApiError::UnreadableBody
+            | ApiError::InvalidRequestId => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTooLarge { .. }
+            | ApiError::TextTooLong { .. }
+            | ApiError::BatchTooLarge { .. }
+            | ApiError::ContextTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidField { .. } | ApiError::EmptyText { .. } | ApiError::InvalidInput(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Overloaded | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::InvalidUtf8 => "invalid_utf8",
+            ApiError::UnreadableBody => "unreadable_body",
+            ApiError::InvalidRequestId => "invalid_request_id",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::TextTooLong { .. } => "text_too_long",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::ContextTooLong { .. } => "context_too_long",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::EmptyText { .. } => "empty_text",
+            ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::Overloaded => "overloaded",
+            ApiError::NotReady => "not_ready",
+            ApiError::Timeout => "timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded => Some(OVERLOADED_RETRY_AFTER_SECS),
+            ApiError::NotReady => Some(NOT_READY_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a field that is missing, unknown or of the wrong type.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(error: InferError) -> Self {
+        match error {
+            InferError::Overloaded => ApiError::Overloaded,
+            InferError::NotReady => ApiError::NotReady,
+            InferError::Timeout => ApiError::Timeout,
+            InferError::InvalidInput(message) => ApiError::InvalidInput(message),
+            InferError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self == ApiError::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let code = self.code();
+        let detail = match self {
+            ApiError::Internal(detail) => Some(detail),
+            _ => None,
+        };
+        response.extensions_mut().insert(ErrorRecord { code, detail });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<ApiError> {
+        vec![
+            ApiError::InvalidJson { line: 1, column: 2 },
+            ApiError::InvalidUtf8,
+            ApiError::UnreadableBody,
+            ApiError::InvalidRequestId,
+            ApiError::Unauthorized,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::UnsupportedMediaType,
+            ApiError::BodyTooLarge { limit: 10 },
+            ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
+            ApiError::BatchTooLarge { count: 3, limit: 2 },
+            ApiError::ContextTooLong { field: "context".into(), count: 3, limit: 2 },
+            ApiError::field("text", "field `text` is missing"),
+            ApiError::EmptyText { field: "text".into() },
+            ApiError::InvalidInput("reason".into()),
+            ApiError::Overloaded,
+            ApiError::NotReady,
+            ApiError::Timeout,
+            ApiError::Internal("secret detail".into()),
+        ]
+    }
+
+    #[test]
+    fn variants_map_to_status_and_code() {
+        let expected = [400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
+        let variants = every_variant();
+        let statuses: Vec<u16> = variants.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(statuses, expected);
+        let codes: Vec<_> = variants.iter().map(ApiError::code).collect();
+        assert_eq!(codes, ApiError::CODES, "CODES lists every code once, in variant order");
+    }
+
+    #[test]
+    fn internal_detail_stays_out_of_the_body() {
+        let response = ApiError::Internal("secret detail".into()).into_response();
+        assert_eq!(response.extensions().get::<ErrorRecord>().unwrap().detail.as_deref(), Some("secret detail"));
+        assert!(!ApiError::Internal("secret detail".into()).to_string().contains("secret"));
+    }
+
+    #[test]
+    fn overload_and_not_ready_say_when_to_retry() {
+        for error in [ApiError::Overloaded, ApiError::NotReady] {
+            assert!(error.into_response().headers().contains_key(header::RETRY_AFTER));
+        }
+        let response = ApiError::Unauthorized.into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

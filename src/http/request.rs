@@ -1,0 +1,382 @@
+//! Request bodies: reading, JSON parsing and validation into [`MessageInput`]s.
+//!
+//! Bodies are parsed into a `serde_json::Value` and checked field by field, rather than
+//! deserialised with serde's derive, so that every error names the field and its fix without
+//! quoting the client's values (serde's messages repeat them, and they may be message text).
+//!
+//! Checks, in order: Content-Type, size (413), UTF-8 (400), JSON syntax (400), shape and
+//! field types (422), counts and lengths (413), and text empty after normalisation (422).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::triage::classifier::MessageInput;
+use crate::triage::normalize::normalize;
+
+use super::error::ApiError;
+use super::request_id;
+use super::state::AppState;
+
+/// Limits on what one request may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum request body size, in bytes.
+    pub max_body_bytes: usize,
+    /// Maximum length of `text` and of each `context` entry, in characters after normalisation; `None` accepts
+    /// any length (the classifier splits long texts into windows).
+    pub max_chars: Option<usize>,
+    /// Maximum number of entries in `context`.
+    pub max_context_messages: usize,
+    /// Maximum number of entries in `inputs` of a batch request.
+    pub max_batch_inputs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 64 * 1024, max_chars: Some(4000), max_context_messages: 20, max_batch_inputs: 32 }
+    }
+}
+
+/// Body of `POST /v1/classify`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyRequest {
+    pub input: MessageInput,
+    /// Request id chosen by the client, used when the x-request-id header is absent.
+    pub request_id: Option<String>,
+}
+
+/// Body of `POST /v1/classify/batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    pub inputs: Vec<MessageInput>,
+    pub request_id: Option<String>,
+}
+
+const CLASSIFY_FIELDS: &[&str] = &["text", "context", "request_id"];
+const BATCH_FIELDS: &[&str] = &["inputs", "request_id"];
+const INPUT_FIELDS: &[&str] = &["text", "context"];
+
+impl ClassifyRequest {
+    pub fn from_json(value: Value, limits: &Limits) -> Result<Self, ApiError> {
+        let mut body = body_object(value, "{\"text\": \"...\"}")?;
+        reject_unknown(&body, CLASSIFY_FIELDS, "")?;
+        let request_id = take_request_id(&mut body)?;
+        let input = message_input(body, "", limits)?;
+        Ok(ClassifyRequest { input, request_id })
+    }
+}
+
+impl BatchRequest {
+    pub fn from_json(value: Value, limits: &Limits) -> Result<Self, ApiError> {
+        let mut body = body_object(value, "{\"inputs\": [{\"text\": \"...\"}]}")?;
+        reject_unknown(&body, BATCH_FIELDS, "")?;
+        let request_id = take_request_id(&mut body)?;
+        let items = match body.remove("inputs") {
+            None => {
+                return Err(ApiError::field(
+                    "inputs",
+                    "field `inputs` is missing: send {\"inputs\": [{\"text\": \"...\"}, ...]}",
+                ))
+            }
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(wrong_type("inputs", &other, "an array of {\"text\": \"...\"} objects")),
+        };
+        if items.is_empty() {
+            return Err(ApiError::field("inputs", "field `inputs` is empty: send at least one {\"text\": \"...\"}"));
+        }
+        if items.len() > limits.max_batch_inputs {
+            return Err(ApiError::BatchTooLarge { count: items.len(), limit: limits.max_batch_inputs });
+        }
+        let inputs = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let prefix = format!("inputs[{i}].");
+                let field = format!("inputs[{i}]");
+                let item = match item {
+                    Value::Object(map) => map,
+                    other => return Err(wrong_type(&field, &other, "an object such as {\"text\": \"...\"}")),
+                };
+                reject_unknown(&item, INPUT_FIELDS, &prefix)?;
+                message_input(item, &prefix, limits)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BatchRequest { inputs, request_id })
+    }
+}
+
+impl FromRequest<AppState> for ClassifyRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let value = json_body(request, state).await?;
+        ClassifyRequest::from_json(value, &state.config().limits)
+    }
+}
+
+impl FromRequest<AppState> for BatchRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let value = json_body(request, state).await?;
+        BatchRequest::from_json(value, &state.config().limits)
+    }
+}
+
+/// Reads the body under the size limit and parses it as JSON.
+async fn json_body(request: Request, state: &AppState) -> Result<Value, ApiError> {
+    check_content_type(request.headers())?;
+    let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit: state.config().limits.max_body_bytes }
+        } else {
+            ApiError::UnreadableBody
+        }
+    })?;
+    parse_json(&bytes)
+}
+
+/// Accepts a missing Content-Type and any JSON media type, with or without parameters.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Parses a body as JSON. Errors give a position, never a quote of the body.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::InvalidUtf8)?;
+    serde_json::from_str(text).map_err(|error| ApiError::InvalidJson { line: error.line(), column: error.column() })
+}
+
+fn body_object(value: Value, example: &str) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ApiError::field(
+            "(body)",
+            format!("the request body must be a JSON object, not {}: send {example}", kind(&other)),
+        )),
+    }
+}
+
+fn reject_unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str) -> Result<(), ApiError> {
+    let Some(key) = map.keys().find(|key| !allowed.contains(&key.as_str())) else { return Ok(()) };
+    let accepted = allowed.iter().map(|name| format!("`{prefix}{name}`")).collect::<Vec<_>>().join(", ");
+    // A key is repeated only when it looks like a field name: a client may have put message
+    // text in a key by mistake.
+    let (field, named) = if looks_like_identifier(key) {
+        let field = format!("{prefix}{key}");
+        let named = format!("field `{field}`");
+        (field, named)
+    } else {
+        (format!("{prefix}(unknown)"), format!("a field{} whose name is not a known field", in_object(prefix)))
+    };
+    Err(ApiError::field(field, format!("{named} is not accepted: remove it (accepted fields: {accepted})")))
+}
+
+fn in_object(prefix: &str) -> String {
+    match prefix.strip_suffix('.') {
+        Some(object) => format!(" of `{object}`"),
+        None => String::new(),
+    }
+}
+
+fn looks_like_identifier(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 40 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn take_request_id(body: &mut Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match body.remove("request_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if request_id::is_valid(&id) => Ok(Some(id)),
+        Some(_) => Err(ApiError::field(
+            "request_id",
+            format!(
+                "field `request_id` must be a string of 1 to {} letters, digits, '-', '_', '.' or ':': send \
+                 such an id, or leave the field out",
+                request_id::MAX_LEN
+            ),
+        )),
+    }
+}
+
+/// Reads `text` and `context` from an object whose other fields were already checked.
+fn message_input(mut map: Map<String, Value>, prefix: &str, limits: &Limits) -> Result<MessageInput, ApiError> {
+    let text_field = format!("{prefix}text");
+    let text = match map.remove("text") {
+        None => {
+            return Err(ApiError::field(
+                &text_field,
+                format!("field `{text_field}` is missing: add the message to classify as a string"),
+            ))
+        }
+        Some(Value::String(text)) => text,
+        Some(other) => return Err(wrong_type(&text_field, &other, "a string holding the message")),
+    };
+    check_text(&text, &text_field, limits)?;
+
+    let context_field = format!("{prefix}context");
+    let context = match map.remove("context") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(wrong_type(&context_field, &other, "an array of strings, the earlier messages oldest first"))
+        }
+    };
+    if context.len() > limits.max_context_messages {
+        return Err(ApiError::ContextTooLong {
+            field: context_field,
+            count: context.len(),
+            limit: limits.max_context_messages,
+        });
+    }
+    let context = context
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let field = format!("{context_field}[{i}]");
+            match item {
+                Value::String(message) => {
+                    check_length(&normalize(&message), &field, limits)?;
+                    Ok(message)
+                }
+                other => Err(wrong_type(&field, &other, "a string holding an earlier message")),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(MessageInput { text, context })
+}
+
+/// A text must keep visible characters after normalisation and stay under the length limit.
+fn check_text(text: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
+    let normalized = normalize(text);
+    if normalized.is_empty() {
+        return Err(ApiError::EmptyText { field: field.to_string() });
+    }
+    check_length(&normalized, field, limits)
+}
+
+fn check_length(normalized: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
+    let Some(limit) = limits.max_chars else { return Ok(()) };
+    let chars = normalized.chars().count();
+    if chars > limit {
+        return Err(ApiError::TextTooLong { field: field.to_string(), chars, limit });
+    }
+    Ok(())
+}
+
+fn wrong_type(field: &str, value: &Value, expected: &str) -> ApiError {
+    ApiError::field(field, format!("field `{field}` must be {expected}, not {}", kind(value)))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn classify(value: Value) -> Result<ClassifyRequest, ApiError> {
+        ClassifyRequest::from_json(value, &Limits::default())
+    }
+
+    fn batch(value: Value) -> Result<BatchRequest, ApiError> {
+        BatchRequest::from_json(value, &Limits::default())
+    }
+
+    fn field_of(error: ApiError) -> String {
+        match error {
+            ApiError::InvalidField { field, .. }
+            | ApiError::EmptyText { field }
+            | ApiError::TextTooLong { field, .. } => field,
+            other => panic!("not a field error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_full_request() {
+        let request = classify(json!({"text": "il me harcèle", "context": ["salut"], "request_id": "abc-1"})).unwrap();
+        assert_eq!(request.input.text, "il me harcèle");
+        assert_eq!(request.input.context, ["salut"]);
+        assert_eq!(request.request_id.as_deref(), Some("abc-1"));
+        assert!(classify(json!({"text": "ok", "context": null, "request_id": null})).is_ok());
+    }
+
+    #[test]
+    fn names_the_field_at_fault() {
+        assert_eq!(field_of(classify(json!({})).unwrap_err()), "text");
+        assert_eq!(field_of(classify(json!({"text": 3})).unwrap_err()), "text");
+        assert_eq!(field_of(classify(json!({"text": " \u{200B} "})).unwrap_err()), "text");
+        assert_eq!(field_of(classify(json!({"text": "a", "context": ["b", 2]})).unwrap_err()), "context[1]");
+        assert_eq!(field_of(classify(json!({"text": "a", "lang": "fr"})).unwrap_err()), "lang");
+        assert_eq!(field_of(batch(json!({"inputs": [{"text": "a"}, {"text": ""}]})).unwrap_err()), "inputs[1].text");
+        assert_eq!(field_of(batch(json!({"inputs": [{"text": "a", "extra": 1}]})).unwrap_err()), "inputs[0].extra");
+    }
+
+    #[test]
+    fn error_messages_never_quote_values_or_odd_keys() {
+        let secret = "mon secret est ici";
+        for value in [
+            json!({"text": [secret]}),
+            json!({"text": "a", "context": secret}),
+            json!({ secret: "a" }),
+            json!({"text": "a", "request_id": secret}),
+            json!(secret),
+        ] {
+            let message = classify(value).unwrap_err().to_string();
+            assert!(!message.contains("secret"), "{message}");
+        }
+        let message = parse_json(format!("{{\"text\": \"{secret}\" oops}}").as_bytes()).unwrap_err().to_string();
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn limits_give_413_errors() {
+        let limits = Limits { max_chars: Some(5), max_context_messages: 1, max_batch_inputs: 2, ..Limits::default() };
+        let too_long = ClassifyRequest::from_json(json!({"text": "abcdef"}), &limits).unwrap_err();
+        assert_eq!(too_long.code(), "text_too_long");
+        // Length is counted after normalisation: surrounding spaces do not count.
+        assert!(ClassifyRequest::from_json(json!({"text": "  abcde  "}), &limits).is_ok());
+        let context = ClassifyRequest::from_json(json!({"text": "a", "context": ["b", "c"]}), &limits).unwrap_err();
+        assert_eq!(context.code(), "context_too_long");
+        let inputs = json!({"inputs": [{"text": "a"}, {"text": "b"}, {"text": "c"}]});
+        assert_eq!(BatchRequest::from_json(inputs, &limits).unwrap_err().code(), "batch_too_large");
+        let windowed = Limits { max_chars: None, ..limits };
+        assert!(ClassifyRequest::from_json(json!({"text": "abcdef"}), &windowed).is_ok());
+    }
+
+    #[test]
+    fn json_errors_are_400() {
+        assert_eq!(parse_json(b"{\"text\": ").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json(b"{\"text\": \"\xff\"}").unwrap_err().code(), "invalid_utf8");
+        assert_eq!(parse_json(b"\"\\ud800\"").unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_ok());
+        for ok in ["application/json", "Application/JSON; charset=utf-8", "application/problem+json"] {
+            headers.insert(header::CONTENT_TYPE, ok.parse().unwrap());
+            assert!(check_content_type(&headers).is_ok(), "{ok}");
+        }
+        headers.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        assert_eq!(check_content_type(&headers).unwrap_err(), ApiError::UnsupportedMediaType);
+    }
+}

@@ -1,0 +1,212 @@
+//! Model worker threads: run batches, reply to each request, and restart after a panic.
+
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::triage::classification::Classification;
+use crate::triage::classifier::{Classify, ClassifyError, MessageInput};
+
+use super::batch::Costed;
+use super::{Batched, InferError, Shared};
+
+/// Invented message classified once before a worker counts as ready.
+const WARM_UP_TEXT: &str = "Bonjour, j'ai une question sur un message reçu hier.";
+
+/// Maximum pause between two failed warm-ups of a restarted worker.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Classifies the warm-up message, turning a panic into an error.
+pub(super) fn warm_up(classifier: &dyn Classify) -> Result<()> {
+    let input = [MessageInput::new(WARM_UP_TEXT)];
+    match catch_unwind(AssertUnwindSafe(|| classifier.classify(&input))) {
+        Ok(Ok(results)) if results.len() == 1 => Ok(()),
+        Ok(Ok(results)) => bail!("the warm-up returned {} results for 1 input", results.len()),
+        Ok(Err(error)) => Err(anyhow!(error).context("the warm-up classification failed")),
+        Err(_) => bail!("the classifier panicked during the warm-up"),
+    }
+}
+
+/// Runs worker `index` on its own thread and replaces it whenever it dies, until the engine
+/// closes. The caller has already counted this worker as alive.
+pub(super) fn supervise(shared: Arc<Shared>, classifier: Arc<dyn Classify>, index: usize) {
+    loop {
+        let worker = {
+            let (shared, classifier) = (shared.clone(), classifier.clone());
+            std::thread::Builder::new()
+                .name(format!("model-worker-{index}"))
+                .spawn(move || run(&shared, classifier.as_ref()))
+        };
+        let clean_exit = match worker {
+            Ok(handle) => handle.join().is_ok(),
+            Err(error) => {
+                tracing::error!(worker = index, %error, "failed to start a model worker thread");
+                false
+            }
+        };
+        shared.alive.fetch_sub(1, Ordering::SeqCst);
+        if clean_exit || shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        shared.observer.worker_restarted();
+        // The panic payload is not logged: it may quote the input, as str slicing panics do.
+        tracing::error!(worker = index, "model worker died; restarting it");
+        if !rewarm(&shared, classifier.as_ref(), index) {
+            return;
+        }
+        shared.alive.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(worker = index, "model worker restarted");
+    }
+}
+
+/// Repeats the warm-up with a growing pause until it passes (true) or the engine closes (false).
+fn rewarm(shared: &Shared, classifier: &dyn Classify, index: usize) -> bool {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if shared.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        match warm_up(classifier) {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::error!(
+                    worker = index,
+                    error = format!("{error:#}"),
+                    "restarted model worker failed its warm-up"
+                );
+            }
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs the worker loop: takes batches until the queue is closed and empty.
+fn run(shared: &Shared, classifier: &dyn Classify) {
+    let cost = |input: &MessageInput| classifier.token_cost(input);
+    let dequeued = || shared.dequeued();
+    loop {
+        let batch = shared.intake().next_batch(&shared.config, &cost, &dequeued);
+        match batch {
+            Some(batch) => execute(shared, classifier, batch),
+            None => return,
+        }
+    }
+}
+
+/// Classifies the inputs of every request in the batch together and replies to each request.
+///
+/// When the classifier rejects the combined inputs, each request is classified again on its
+/// own, so that one invalid input fails only its own request.
+fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
+    let batch: Vec<Costed> = batch.into_iter().filter(|costed| !costed.job.reply.is_closed()).collect();
+    let mut inputs = Vec::new();
+    let mut costs = Vec::new();
+    let mut replies = Vec::new();
+    for Costed { job, costs: job_costs } in batch {
+        let start = inputs.len();
+        inputs.extend(job.inputs);
+        costs.extend(job_costs);
+        replies.push((job.reply, start..inputs.len()));
+    }
+    if inputs.is_empty() {
+        return;
+    }
+
+    match classify_chunked(shared, classifier, &inputs, &costs) {
+        Ok(results) => {
+            let mut results = results.into_iter();
+            for (reply, range) in replies {
+                let own: Vec<Classification> = results.by_ref().take(range.len()).collect();
+                let _ = reply.send(Ok(Batched { results: own, batch_size: inputs.len() }));
+            }
+        }
+        Err(InferError::InvalidInput(_)) if replies.len() > 1 => {
+            for (reply, range) in replies {
+                let answer = classify_range(shared, classifier, &inputs, &costs, range);
+                let _ = reply.send(answer);
+            }
+        }
+        Err(error) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn classify_range(
+    shared: &Shared,
+    classifier: &dyn Classify,
+    inputs: &[MessageInput],
+    costs: &[usize],
+    range: Range<usize>,
+) -> Result<Batched, InferError> {
+    let batch_size = range.len();
+    let results = classify_chunked(shared, classifier, &inputs[range.clone()], &costs[range])?;
+    Ok(Batched { results, batch_size })
+}
+
+/// Classifies the inputs in consecutive calls of at most the token budget each (an input
+/// above the budget goes alone), and returns the results in input order.
+fn classify_chunked(
+    shared: &Shared,
+    classifier: &dyn Classify,
+    inputs: &[MessageInput],
+    costs: &[usize],
+) -> Result<Vec<Classification>, InferError> {
+    let mut results = Vec::with_capacity(inputs.len());
+    for range in chunks(costs, shared.config.max_batch_tokens) {
+        let tokens = costs[range.clone()].iter().sum();
+        let started = Instant::now();
+        let chunk = classifier.classify(&inputs[range.clone()]).map_err(|error| match error {
+            ClassifyError::InvalidInput(message) => InferError::InvalidInput(message),
+            ClassifyError::Internal(error) => InferError::Internal(format!("{error:#}")),
+        })?;
+        shared.observer.batch_done(range.len(), tokens, started.elapsed());
+        if chunk.len() != range.len() {
+            return Err(InferError::Internal(format!(
+                "the classifier returned {} results for {} inputs",
+                chunk.len(),
+                range.len()
+            )));
+        }
+        results.extend(chunk);
+    }
+    Ok(results)
+}
+
+/// Splits `0..costs.len()` into consecutive ranges whose costs sum to at most `budget`, except
+/// a single item above the budget, which gets a range of its own.
+fn chunks(costs: &[usize], budget: usize) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut sum) = (0, 0);
+    for (i, &cost) in costs.iter().enumerate() {
+        if i > start && sum + cost > budget {
+            ranges.push(start..i);
+            (start, sum) = (i, 0);
+        }
+        sum += cost;
+    }
+    if start < costs.len() {
+        ranges.push(start..costs.len());
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_respect_the_budget() {
+        assert_eq!(chunks(&[3, 4, 5, 6], 12), [0..3, 3..4]);
+        assert_eq!(chunks(&[3, 20, 2], 10), [0..1, 1..2, 2..3]);
+        assert_eq!(chunks(&[1], 10), vec![0..1]);
+        assert!(chunks(&[], 10).is_empty());
+    }
+}

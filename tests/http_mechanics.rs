@@ -1,0 +1,303 @@
+//! Queue mechanics that the real model cannot produce on demand, on a classifier double:
+//! overload, timeout, panics, worker restart, batching of queued requests, readiness before
+//! the model loads, and graceful shutdown.
+
+mod http_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use cybertriage::http::{self, AppState, Config};
+use cybertriage::infer::BatchConfig;
+
+use http_support::*;
+
+fn config(queue_size: usize) -> Config {
+    Config { batching: BatchConfig { queue_size, ..BatchConfig::default() }, ..Config::default() }
+}
+
+/// Polls `/ready` until it returns `status`; a broken restart makes the test hang, not pass.
+async fn wait_for_ready_status(app: &Router, status: u16) {
+    while get(app, "/ready").await.status.as_u16() != status {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_for_queue_depth(state: &AppState, depth: usize) {
+    while state.engine().queue_depth() != depth {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Runs a blocking wait on the double without stalling the runtime.
+async fn held(fake: &Arc<Fake>, count: usize) {
+    let fake = fake.clone();
+    tokio::task::spawn_blocking(move || fake.wait_for_held(count)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_returns_503_then_recovers() {
+    let fake = Fake::new();
+    let (app, state) = app_with(config(1), fake.clone());
+    fake.hold();
+
+    let running = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "première demande").await }
+    });
+    held(&fake, 1).await;
+    let queued = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "deuxième demande").await }
+    });
+    wait_for_queue_depth(&state, 1).await;
+
+    // The worker is busy and the queue of one is full.
+    let refused = classify(&app, "troisième demande").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error_code(), "overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.error_message().contains("human listener"));
+
+    fake.release();
+    assert_eq!(running.await.unwrap().status, 200);
+    assert_eq!(queued.await.unwrap().status, 200);
+    let after = classify(&app, "quatrième demande").await;
+    assert_eq!(after.status, 200, "the service recovers once the queue drains");
+
+    let metrics = String::from_utf8(get(&app, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"cybertriage_http_requests_total{route="/v1/classify",method="POST",status="503"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_returns_504() {
+    let fake = Fake::new();
+    let (app, _state) = app_with(Config { timeout: Duration::from_millis(50), ..config(4) }, fake.clone());
+    fake.hold();
+    let answer = classify(&app, "une demande lente").await;
+    fake.release();
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.error_code(), "timeout");
+    // The worker skipped or finished the abandoned request; the next one is served.
+    assert_eq!(classify(&app, "une autre demande").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_panic_returns_500_and_restarts() {
+    let logs = logs();
+    let fake = Fake::new();
+    let (app, _state) = app_with(config(4), fake.clone());
+    assert_eq!(get(&app, "/ready").await.status, 200);
+
+    fake.hold_rewarm();
+    let answer = classify(&app, PANIC_TEXT).await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.error_code(), "internal");
+    assert!(!answer.error_message().contains("panic"), "the client gets a generic message");
+
+    // The replacement worker is blocked in its warm-up: the service is not ready.
+    held(&fake, 1).await;
+    let not_ready = get(&app, "/ready").await;
+    assert_eq!(not_ready.status, 503);
+    assert_eq!(not_ready.error_code(), "not_ready");
+
+    fake.release();
+    wait_for_ready_status(&app, 200).await;
+    assert_eq!(classify(&app, "après le redémarrage").await.status, 200);
+
+    let metrics = String::from_utf8(get(&app, "/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("cybertriage_worker_restarts_total 1"), "{metrics}");
+    assert!(logs.text().contains("model worker died; restarting it"));
+}
+
+#[tokio::test]
+async fn handler_panic_returns_500() {
+    let state = AppState::new(config(4));
+    state.start(Fake::new()).unwrap();
+    let routes = Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("handler failure");
+            }
+            "unreachable"
+        }),
+    );
+    let app = http::with_middleware(routes, state);
+
+    let answer = get(&app, "/boom").await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.error_code(), "internal");
+    assert!(answer.header("x-request-id").is_some());
+    assert_eq!(get(&app, "/boom").await.status, 500);
+}
+
+#[tokio::test]
+async fn internal_error_detail_only_in_log() {
+    let logs = logs();
+    let (app, _state) = app_with(config(4), Fake::new());
+    let answer = classify(&app, INTERNAL_TEXT).await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.error_code(), "internal");
+    assert!(!answer.error_message().contains(INTERNAL_DETAIL));
+    let id = answer.header("x-request-id").unwrap().to_string();
+    let log = logs.text();
+    let line = log.lines().find(|line| line.contains(&id)).expect("an access-log line for the request");
+    assert!(line.contains(INTERNAL_DETAIL), "{line}");
+    assert!(line.contains("status=500"), "{line}");
+}
+
+#[tokio::test]
+async fn unloaded_model_is_not_ready() {
+    let state = AppState::new(config(4));
+    let app = http::router(state);
+    assert_eq!(get(&app, "/health").await.status, 200);
+    let ready = get(&app, "/ready").await;
+    assert_eq!((ready.status.as_u16(), ready.error_code().as_str()), (503, "not_ready"));
+    assert_eq!(ready.header("retry-after"), Some("5"));
+    let answer = classify(&app, "trop tôt").await;
+    assert_eq!((answer.status.as_u16(), answer.error_code().as_str()), (503, "not_ready"));
+    // Validation still runs first: a client mistake is reported as such.
+    assert_eq!(classify(&app, "   ").await.status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_share_one_call() {
+    let fake = Fake::new();
+    let (app, state) = app_with(config(8), fake.clone());
+    fake.hold();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "la première").await }
+    });
+    held(&fake, 1).await;
+    let queued: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|text| {
+            let app = app.clone();
+            tokio::spawn(async move { classify(&app, text).await })
+        })
+        .collect();
+    wait_for_queue_depth(&state, 3).await;
+    fake.release();
+
+    assert_eq!(first.await.unwrap().status, 200);
+    for answer in queued {
+        assert_eq!(answer.await.unwrap().status, 200);
+    }
+    assert_eq!(fake.calls(), [1, 3]);
+}
+
+#[tokio::test]
+async fn lone_request_skips_batch_wait() {
+    // With an hour-long window, a lone request that waited would time out instead.
+    let config = Config {
+        batching: BatchConfig { max_wait: Duration::from_secs(3600), ..BatchConfig::default() },
+        timeout: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let (app, _state) = app_with(config, Fake::new());
+    assert_eq!(classify(&app, "seul").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_input_fails_only_its_request() {
+    let fake = Fake::new();
+    let (app, state) = app_with(config(8), fake.clone());
+    fake.hold();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "la première").await }
+    });
+    held(&fake, 1).await;
+    let good = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "une bonne demande").await }
+    });
+    let bad = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, INVALID_TEXT).await }
+    });
+    wait_for_queue_depth(&state, 2).await;
+    fake.release();
+
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(good.await.unwrap().status, 200);
+    let bad = bad.await.unwrap();
+    assert_eq!((bad.status.as_u16(), bad.error_code().as_str()), (422, "invalid_input"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_above_token_budget_splits() {
+    let fake = Fake::new();
+    let config =
+        Config { batching: BatchConfig { max_batch_tokens: 10, ..BatchConfig::default() }, ..Config::default() };
+    let (app, _state) = app_with(config, fake.clone());
+    // Each input costs 3 words + 2 = 5 tokens: two per call.
+    let inputs: Vec<_> = (0..5).map(|i| json!({ "text": format!("message numéro {i}") })).collect();
+    let answer = post_json(&app, "/v1/classify/batch", &json!({ "inputs": inputs })).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["results"].as_array().unwrap().len(), 5);
+    assert_eq!(fake.calls(), [2, 2, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let fake = Fake::new();
+    let state = AppState::new(config(4));
+    state.start(fake.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+
+    fake.hold();
+    let in_flight = tokio::spawn(async move {
+        let body = r#"{"text": "une demande en cours"}"#;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    });
+    held(&fake, 1).await;
+    stop.send(()).unwrap();
+    fake.release();
+
+    let response = in_flight.await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    server.await.unwrap().expect("the server stops cleanly");
+    let closing = state.clone();
+    tokio::task::spawn_blocking(move || closing.engine().close()).await.unwrap();
+    assert!(!state.engine().status().is_ready());
+}
+
+#[tokio::test]
+async fn mechanics_logs_contain_no_text() {
+    let logs = logs();
+    let (app, _state) = app_with(config(4), Fake::new());
+    let texts = ["Zorglub mécanique numéro un", "Zorglub mécanique numéro deux"];
+    for text in texts {
+        assert_eq!(classify(&app, text).await.status, 200);
+    }
+    assert_eq!(classify(&app, INTERNAL_TEXT).await.status, 500);
+    assert_eq!(classify(&app, INVALID_TEXT).await.status, 422);
+    let log = logs.text();
+    for text in texts.iter().chain(&[INTERNAL_TEXT, INVALID_TEXT]) {
+        assert!(!log.contains(text), "the log holds a message text: {text}");
+    }
+}
