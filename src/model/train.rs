@@ -22,7 +22,7 @@ use super::encoder::{Encoder, EMBEDDING_DIM};
 use super::heads::{HeadScores, Heads, HeadsConfig, HEADS_FILE};
 use super::lexical::{Lexical, SparseFeatures};
 use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT};
-use crate::eval::example::{read_examples, Example};
+use crate::data::{read_examples, Example};
 use crate::triage::normalize::normalize;
 use crate::triage::rules::fold;
 use crate::triage::taxonomy::{index_of, Urgency, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
