@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command: build, fetch the base encoder (once; pip's cache is reused),
-# validate the data, then run every test in release mode (candle is too slow unoptimised).
+# validate the data, check that the default model is not less safe than its recorded
+# evaluation, then run every test in release mode (candle is too slow unoptimised).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
 ./target/release/cybertriage fetch-base
+./target/release/cybertriage data check
+./target/release/cybertriage eval --data eval/testset.jsonl --out target/eval-ci \
+  --baseline eval/baseline/report.json
 cargo test --release --locked -- --test-threads="${CYBERTRIAGE_TEST_THREADS:-2}"
