@@ -4,9 +4,9 @@
 # evaluation, then run every test in release mode (candle is too slow unoptimised).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cybertriage() { cargo run --release --locked --quiet -- "$@"; }
 cargo build --release --locked
-./target/release/cybertriage fetch-base
-./target/release/cybertriage data check
-./target/release/cybertriage eval --data eval/testset.jsonl --out target/eval-ci \
-  --baseline eval/baseline/report.json
+cybertriage fetch-base
+cybertriage data check
+cybertriage eval --data eval/testset.jsonl --out eval/reports/ci --baseline eval/baseline/report.json
 cargo test --release --locked -- --test-threads="${CYBERTRIAGE_TEST_THREADS:-2}"
