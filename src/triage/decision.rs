@@ -141,7 +141,7 @@ impl DecisionLayer {
                 detected: detected[i],
             })
             .collect();
-        categories.sort_by(|a, b| b.detected.cmp(&a.detected).then(b.score.total_cmp(&a.score)));
+        categories.sort_by(|a, b| b.score.total_cmp(&a.score));
         categories
     }
 
@@ -257,7 +257,7 @@ mod tests {
         let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
         assert_eq!(result.categories[0].id, "scam");
         assert_eq!(result.categories.len(), CATEGORIES.len());
-        assert!(result.categories.windows(2).all(|w| w[0].detected >= w[1].detected));
+        assert!(result.categories.windows(2).all(|w| w[0].score >= w[1].score));
     }
 
     #[test]
