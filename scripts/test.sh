@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: build, fetch the base encoder (once; pip's cache is reused),
-# validate the data, check that the default model is not less safe than its recorded
-# evaluation, then run every test in release mode (candle is too slow unoptimised).
+# The project's test command. It builds, fetches the base encoder once (pip's cache is reused)
+# and validates the data. It then checks that the default model is not less safe than its
+# recorded evaluation, and runs every test in release mode, because candle is too slow unoptimised.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cybertriage() { cargo run --release --locked --quiet -- "$@"; }

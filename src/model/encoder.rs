@@ -2,7 +2,7 @@
 //! and L2 normalisation, as multilingual-e5-small is meant to be used.
 //!
 //! Every input gets the `query: ` prefix. A batch is padded to its longest member and goes
-//! through one forward pass; padding is masked out of both attention and pooling, so a text's
+//! through one forward pass. Padding is masked out of both attention and pooling, so a text's
 //! vector does not depend on the batch it is in (up to float rounding).
 
 use std::path::Path;

@@ -187,7 +187,7 @@ impl Classifier {
                 *best = best.max(*score);
             }
         }
-        let most_urgent = parts
+        let max_urgency_scores = parts
             .iter()
             .map(|(_, h)| *h)
             .max_by(|a, b| {
@@ -195,7 +195,7 @@ impl Classifier {
                 level_a.cmp(&level_b).then(a.urgency[level_a.index()].total_cmp(&b.urgency[level_b.index()]))
             })
             .unwrap_or(message_first);
-        combined.urgency = most_urgent.urgency.clone();
+        combined.urgency = max_urgency_scores.urgency.clone();
         combined
     }
 }

@@ -127,7 +127,7 @@ impl DecisionLayer {
         for &index in &rules.add_categories {
             detected[index] = true;
         }
-        // `none` stands alone: any real concern wins over it.
+        // `none` is never combined with another category, so any real concern replaces it.
         if detected.iter().enumerate().any(|(i, &d)| d && i != none_index) {
             detected[none_index] = false;
         }

@@ -1,5 +1,5 @@
-//! The one text normalisation. The encoder and the rules both read its output, so a rule never
-//! sees a different text from the model.
+//! The one text normalisation. The encoder and the rules both read its output, so rules and
+//! model always read the same text.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -27,7 +27,7 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// Zero-width and formatting characters that change nothing a reader sees.
+/// Zero-width and formatting characters, which are invisible when rendered.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,

@@ -52,7 +52,7 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
 }
 
-/// What the rules say about one message.
+/// Outcome of the rules for one message.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleOutcome {
     /// Highest level any fired rule raises to, with that rule's id.

@@ -35,10 +35,10 @@ pub const CATEGORIES: [Label; 14] = [
     label("none", "Aucune cyberviolence"),
 ];
 
-/// Id of the category that stands alone: it never appears with another category.
+/// Id of the category that is never combined with another category.
 pub const NONE_CATEGORY: &str = "none";
 
-/// What the person wants (single label).
+/// Intents: the request the person makes (single label).
 pub const INTENTS: [Label; 6] = [
     label("seek_help", "Demande d'aide"),
     label("advice", "Demande de conseil"),
@@ -48,7 +48,7 @@ pub const INTENTS: [Label; 6] = [
     label("other", "Autre"),
 ];
 
-/// Intent id of a person who asks for a human listener.
+/// Intent id of a request for a human listener.
 pub const TALK_TO_COUNSELOR: &str = "talk_to_counselor";
 
 /// Urgency levels, ordered from least to most urgent: the index is the level's rank.
@@ -59,7 +59,7 @@ pub const URGENCIES: [Label; 4] = [
     label("critical", "Critique"),
 ];
 
-/// Who writes the message (single label).
+/// Speakers: the writer of the message (single label).
 pub const SPEAKERS: [Label; 3] = [
     label("young_person", "Jeune concerné·e"),
     label("parent", "Parent"),
