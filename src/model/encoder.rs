@@ -1,17 +1,18 @@
-//! The sentence encoder: XLM-R tokenizer, candle's BERT, mean pooling under the attention mask
-//! and L2 normalisation, as multilingual-e5-small is meant to be used.
+//! The sentence encoder: XLM-R tokenizer, the BERT forward pass of [`super::bert`], mean pooling
+//! under the attention mask and L2 normalisation, as multilingual-e5-small is meant to be used.
 //!
 //! Every input gets the `query: ` prefix. A batch is padded to its longest member and goes
 //! through one forward pass. Padding is masked out of both attention and pooling, so a text's
 //! vector does not depend on the batch it is in (up to float rounding).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_core::Tensor;
 use tokenizers::Tokenizer;
+
+use super::bert::{Bert, BertConfig};
 
 use super::base::{BaseInfo, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
@@ -24,15 +25,13 @@ pub const EMBEDDING_DIM: usize = 384;
 pub type TokenIds = Vec<u32>;
 
 pub struct Encoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     info: BaseInfo,
     /// Maximum tokens per sequence, special tokens included (512 for this model).
     max_tokens: usize,
     bos_id: u32,
     eos_id: u32,
-    pad_id: u32,
     /// Token ids of the `query:` prefix, without special tokens.
     prefix_ids: Vec<u32>,
 }
@@ -40,9 +39,14 @@ pub struct Encoder {
 impl Encoder {
     /// Loads a complete base folder written by `fetch-base`.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, &HashMap::new())
+    }
+
+    /// Loads a base folder with some of its tensors replaced, e.g. fine-tuned top layers.
+    pub fn load_with(dir: &Path, overrides: &HashMap<String, Tensor>) -> Result<Self> {
         let info = BaseInfo::read(dir)?;
         let config_path = dir.join(CONFIG_FILE);
-        let config: Config = serde_json::from_str(
+        let config: BertConfig = serde_json::from_str(
             &std::fs::read_to_string(&config_path).with_context(|| format!("failed to read {}", config_path.display()))?,
         )
         .with_context(|| format!("{} is not a BERT config", config_path.display()))?;
@@ -56,7 +60,7 @@ impl Encoder {
         let token_id = |token: &str| {
             tokenizer.token_to_id(token).ok_or_else(|| anyhow!("the tokenizer has no {token} token"))
         };
-        let (bos_id, eos_id, pad_id) = (token_id("<s>")?, token_id("</s>")?, token_id("<pad>")?);
+        let (bos_id, eos_id) = (token_id("<s>")?, token_id("</s>")?);
         let max_tokens = config.max_position_embeddings;
         let prefix_ids = tokenizer
             .encode(QUERY_PREFIX.trim_end(), false)
@@ -64,14 +68,16 @@ impl Encoder {
             .get_ids()
             .to_vec();
 
-        let device = Device::Cpu;
         let weights = dir.join(WEIGHTS_FILE);
-        // SAFETY: the file is memory-mapped read-only; fetch-base writes it once and never
-        // rewrites it in place (a new base replaces the folder by rename).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device)? };
-        let model = BertModel::load(vb, &config).with_context(|| format!("failed to load {}", weights.display()))?;
+        let model =
+            Bert::load(config, &weights, overrides).with_context(|| format!("failed to load {}", weights.display()))?;
 
-        Ok(Encoder { model, tokenizer, device, info, max_tokens, bos_id, eos_id, pad_id, prefix_ids })
+        Ok(Encoder { model, tokenizer, info, max_tokens, bos_id, eos_id, prefix_ids })
+    }
+
+    /// The transformer itself, for training code that runs parts of it.
+    pub fn bert(&self) -> &Bert {
+        &self.model
     }
 
     pub fn info(&self) -> &BaseInfo {
@@ -163,21 +169,8 @@ impl Encoder {
         if sequences.iter().any(Vec::is_empty) {
             bail!("cannot embed an empty token sequence");
         }
-        let batch = sequences.len();
-        let mut ids = Vec::with_capacity(batch * longest);
-        let mut mask = Vec::with_capacity(batch * longest);
-        for sequence in sequences {
-            ids.extend_from_slice(sequence);
-            ids.extend(std::iter::repeat_n(self.pad_id, longest - sequence.len()));
-            mask.extend(std::iter::repeat_n(1u32, sequence.len()));
-            mask.extend(std::iter::repeat_n(0u32, longest - sequence.len()));
-        }
-        let ids = Tensor::from_vec(ids, (batch, longest), &self.device)?;
-        let mask = Tensor::from_vec(mask, (batch, longest), &self.device)?;
-        let token_types = ids.zeros_like()?;
-
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
-        let pooled = mean_pool(&hidden, &mask)?;
+        let (hidden, batch) = self.model.forward(sequences)?;
+        let pooled = mean_pool(&hidden, &batch.mask)?;
         let normalized = l2_normalize(&pooled)?;
         Ok(normalized.to_vec2()?)
     }
@@ -200,6 +193,7 @@ pub fn l2_normalize(vectors: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn mean_pool_ignores_padding() {

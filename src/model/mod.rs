@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP.
 
 pub mod base;
+pub mod bert;
 pub mod e5s1;
 pub mod encoder;
 pub mod heads;

@@ -1,0 +1,420 @@
+//! The BERT forward pass of multilingual-e5-small, written for this service.
+//!
+//! It differs from a general-purpose BERT in three ways that matter here:
+//! - the 250k × 384 word-embedding matrix is never copied into memory: rows are read from the
+//!   memory-mapped safetensors file on demand, so only the pages of tokens actually seen count
+//!   towards the resident set;
+//! - the query, key and value projections of each layer are one fused matrix product;
+//! - the top layers can be replaced by fine-tuned tensors from the classifier's model folder,
+//!   and the same layer code runs with differentiable layer norm and softmax for training.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use memmap2::Mmap;
+use serde::Deserialize;
+
+/// The parts of a BERT `config.json` this forward pass uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+impl BertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// How layer norm and softmax are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// candle's fused kernels, which have no backward pass.
+    Inference,
+    /// Compositions of elementary ops, so gradients flow through them.
+    Training,
+}
+
+/// A loaded encoder: embeddings plus transformer layers.
+pub struct Bert {
+    config: BertConfig,
+    words: WordTable,
+    /// Position embeddings with the (constant) token-type 0 embedding already added.
+    positions: Tensor,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    device: Device,
+}
+
+/// Weight tensors of one transformer layer. Matrices are stored as `[in, out]` so a forward
+/// pass multiplies on the right without a transpose.
+#[derive(Clone)]
+pub struct Layer {
+    pub qkv_weight: Tensor,
+    pub qkv_bias: Tensor,
+    pub attention_out_weight: Tensor,
+    pub attention_out_bias: Tensor,
+    pub attention_norm: Norm,
+    pub intermediate_weight: Tensor,
+    pub intermediate_bias: Tensor,
+    pub output_weight: Tensor,
+    pub output_bias: Tensor,
+    pub output_norm: Norm,
+}
+
+#[derive(Clone)]
+pub struct Norm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+/// Rows of the word-embedding matrix, read from the mapped file.
+struct WordTable {
+    map: Mmap,
+    offset: usize,
+    rows: usize,
+    dim: usize,
+}
+
+/// A padded batch of token sequences, as the layers take it.
+pub struct Batch {
+    /// `[batch, seq]` with 1 on real tokens and 0 on padding.
+    pub mask: Tensor,
+    /// `[batch, 1, 1, seq]`: 0 on real tokens, a large negative number on padding.
+    pub attention_bias: Tensor,
+}
+
+/// Tensor names of one layer in the Hugging Face BERT layout.
+pub fn layer_tensor_names(layer: usize) -> Vec<String> {
+    let prefix = format!("encoder.layer.{layer}");
+    [
+        "attention.self.query.weight",
+        "attention.self.query.bias",
+        "attention.self.key.weight",
+        "attention.self.key.bias",
+        "attention.self.value.weight",
+        "attention.self.value.bias",
+        "attention.output.dense.weight",
+        "attention.output.dense.bias",
+        "attention.output.LayerNorm.weight",
+        "attention.output.LayerNorm.bias",
+        "intermediate.dense.weight",
+        "intermediate.dense.bias",
+        "output.dense.weight",
+        "output.dense.bias",
+        "output.LayerNorm.weight",
+        "output.LayerNorm.bias",
+    ]
+    .iter()
+    .map(|name| format!("{prefix}.{name}"))
+    .collect()
+}
+
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
+/// Looks tensors up in an override map first, then in the base file.
+struct Source<'a> {
+    base: &'a candle_core::safetensors::MmapedSafetensors,
+    overrides: &'a HashMap<String, Tensor>,
+    device: &'a Device,
+}
+
+impl Source<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let tensor = match self.overrides.get(name) {
+            Some(t) => t.clone(),
+            None => self.base.load(name, self.device).with_context(|| format!("missing tensor {name}"))?,
+        };
+        if tensor.dims() != shape {
+            bail!("tensor {name} has shape {:?}, expected {shape:?}", tensor.dims());
+        }
+        Ok(tensor.to_dtype(DType::F32)?)
+    }
+}
+
+impl Bert {
+    /// Loads the encoder from a safetensors file in the Hugging Face BERT layout. Tensors in
+    /// `overrides` (same names) replace the base ones, e.g. fine-tuned top layers.
+    pub fn load(config: BertConfig, weights: &Path, overrides: &HashMap<String, Tensor>) -> Result<Self> {
+        if let Some(act) = &config.hidden_act {
+            if act != "gelu" {
+                bail!("unsupported activation {act:?}: this encoder implements gelu only");
+            }
+        }
+        if config.hidden_size % config.num_attention_heads != 0 {
+            bail!("hidden size {} is not a multiple of {} heads", config.hidden_size, config.num_attention_heads);
+        }
+        let device = Device::Cpu;
+        // SAFETY: the weights file is mapped read-only; fetch-base writes it once and replaces
+        // the whole folder by rename, never rewriting the file in place.
+        let base = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights)? };
+        let source = Source { base: &base, overrides, device: &device };
+        let h = config.hidden_size;
+        let words = WordTable::open(weights, config.vocab_size, h)?;
+
+        let positions = source.get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?;
+        let token_types = source.get("embeddings.token_type_embeddings.weight", &[2, h])?;
+        let positions = positions.broadcast_add(&token_types.get(0)?)?;
+        let embedding_norm = Norm {
+            weight: source.get("embeddings.LayerNorm.weight", &[h])?,
+            bias: source.get("embeddings.LayerNorm.bias", &[h])?,
+            eps: config.layer_norm_eps,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(&source, &config, i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Bert { config, words, positions, embedding_norm, layers, device })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Pads `sequences` with `pad_id` into ids and masks.
+    pub fn batch(&self, sequences: &[Vec<u32>]) -> Result<(Vec<u32>, usize, Batch)> {
+        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let mut mask = Vec::with_capacity(sequences.len() * longest);
+        let mut bias = Vec::with_capacity(sequences.len() * longest);
+        let mut ids = Vec::with_capacity(sequences.len() * longest);
+        for sequence in sequences {
+            ids.extend_from_slice(sequence);
+            ids.extend(std::iter::repeat_n(u32::MAX, longest - sequence.len()));
+            for position in 0..longest {
+                let real = position < sequence.len();
+                mask.push(if real { 1f32 } else { 0.0 });
+                bias.push(if real { 0f32 } else { -1e9 });
+            }
+        }
+        let n = sequences.len();
+        let batch = Batch {
+            mask: Tensor::from_vec(mask, (n, longest), &self.device)?,
+            attention_bias: Tensor::from_vec(bias, (n, 1, 1, longest), &self.device)?,
+        };
+        Ok((ids, longest, batch))
+    }
+
+    /// Token plus position embeddings after layer norm: `[batch, seq, hidden]`. Padding
+    /// positions (`u32::MAX` from [`Bert::batch`]) get zero vectors; the mask hides them.
+    pub fn embed_tokens(&self, ids: &[u32], batch: usize, seq: usize) -> Result<Tensor> {
+        let h = self.config.hidden_size;
+        let mut data = vec![0f32; ids.len() * h];
+        for (row, &id) in data.chunks_exact_mut(h).zip(ids) {
+            if id != u32::MAX {
+                self.words.read_row(id as usize, row)?;
+            }
+        }
+        let words = Tensor::from_vec(data, (batch, seq, h), &self.device)?;
+        let positions = self.positions.narrow(0, 0, seq)?;
+        let summed = words.broadcast_add(&positions)?;
+        Ok(self.embedding_norm.forward(&summed, Mode::Inference)?)
+    }
+
+    /// Runs layers `from..to` on hidden states `[batch, seq, hidden]`.
+    pub fn run_layers(&self, hidden: Tensor, batch: &Batch, from: usize, to: usize) -> Result<Tensor> {
+        let mut hidden = hidden;
+        for layer in &self.layers[from..to] {
+            hidden = layer.forward(&hidden, &batch.attention_bias, &self.config, Mode::Inference)?;
+        }
+        Ok(hidden)
+    }
+
+    /// Last hidden states of a batch of token sequences (each at most the model's maximum).
+    pub fn forward(&self, sequences: &[Vec<u32>]) -> Result<(Tensor, Batch)> {
+        let (ids, seq, batch) = self.batch(sequences)?;
+        if seq > self.config.max_position_embeddings {
+            bail!("a sequence has {seq} tokens, more than the model's {}", self.config.max_position_embeddings);
+        }
+        let hidden = self.embed_tokens(&ids, sequences.len(), seq)?;
+        let hidden = self.run_layers(hidden, &batch, 0, self.layers.len())?;
+        Ok((hidden, batch))
+    }
+}
+
+impl Layer {
+    fn load(source: &Source, config: &BertConfig, index: usize) -> Result<Self> {
+        let h = config.hidden_size;
+        let i = config.intermediate_size;
+        let names = layer_tensor_names(index);
+        let get = |k: usize, shape: &[usize]| source.get(&names[k], shape);
+        let eps = config.layer_norm_eps;
+        // HF stores linear weights as [out, in]; the forward pass wants [in, out].
+        let qkv_weight = Tensor::cat(&[get(0, &[h, h])?, get(2, &[h, h])?, get(4, &[h, h])?], 0)?.t()?.contiguous()?;
+        let qkv_bias = Tensor::cat(&[get(1, &[h])?, get(3, &[h])?, get(5, &[h])?], 0)?;
+        Ok(Layer {
+            qkv_weight,
+            qkv_bias,
+            attention_out_weight: get(6, &[h, h])?.t()?.contiguous()?,
+            attention_out_bias: get(7, &[h])?,
+            attention_norm: Norm { weight: get(8, &[h])?, bias: get(9, &[h])?, eps },
+            intermediate_weight: get(10, &[i, h])?.t()?.contiguous()?,
+            intermediate_bias: get(11, &[i])?,
+            output_weight: get(12, &[h, i])?.t()?.contiguous()?,
+            output_bias: get(13, &[h])?,
+            output_norm: Norm { weight: get(14, &[h])?, bias: get(15, &[h])?, eps },
+        })
+    }
+
+    /// Tensors under their Hugging Face names, in `[out, in]` layout, for saving.
+    pub fn to_named_tensors(&self, index: usize, hidden: usize) -> Result<Vec<(String, Tensor)>> {
+        let names = layer_tensor_names(index);
+        let qkv_t = self.qkv_weight.t()?;
+        let tensors = [
+            qkv_t.narrow(0, 0, hidden)?,
+            self.qkv_bias.narrow(0, 0, hidden)?,
+            qkv_t.narrow(0, hidden, hidden)?,
+            self.qkv_bias.narrow(0, hidden, hidden)?,
+            qkv_t.narrow(0, 2 * hidden, hidden)?,
+            self.qkv_bias.narrow(0, 2 * hidden, hidden)?,
+            self.attention_out_weight.t()?,
+            self.attention_out_bias.clone(),
+            self.attention_norm.weight.clone(),
+            self.attention_norm.bias.clone(),
+            self.intermediate_weight.t()?,
+            self.intermediate_bias.clone(),
+            self.output_weight.t()?,
+            self.output_bias.clone(),
+            self.output_norm.weight.clone(),
+            self.output_norm.bias.clone(),
+        ];
+        names
+            .into_iter()
+            .zip(tensors)
+            .map(|(name, t)| Ok((name, t.detach().contiguous()?)))
+            .collect()
+    }
+
+    /// All weight tensors, in a fixed order (for building trainable copies).
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![
+            &self.qkv_weight,
+            &self.qkv_bias,
+            &self.attention_out_weight,
+            &self.attention_out_bias,
+            &self.attention_norm.weight,
+            &self.attention_norm.bias,
+            &self.intermediate_weight,
+            &self.intermediate_bias,
+            &self.output_weight,
+            &self.output_bias,
+            &self.output_norm.weight,
+            &self.output_norm.bias,
+        ]
+    }
+
+    /// Rebuilds a layer from tensors given in the order of [`Layer::tensors`].
+    pub fn from_tensors(tensors: &[Tensor], eps: f64) -> Result<Self> {
+        if tensors.len() != 12 {
+            bail!("a layer has 12 tensors, got {}", tensors.len());
+        }
+        let t = |k: usize| tensors[k].clone();
+        Ok(Layer {
+            qkv_weight: t(0),
+            qkv_bias: t(1),
+            attention_out_weight: t(2),
+            attention_out_bias: t(3),
+            attention_norm: Norm { weight: t(4), bias: t(5), eps },
+            intermediate_weight: t(6),
+            intermediate_bias: t(7),
+            output_weight: t(8),
+            output_bias: t(9),
+            output_norm: Norm { weight: t(10), bias: t(11), eps },
+        })
+    }
+
+    /// One transformer layer on `[batch, seq, hidden]`.
+    pub fn forward(&self, x: &Tensor, attention_bias: &Tensor, config: &BertConfig, mode: Mode) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let heads = config.num_attention_heads;
+        let d = config.head_dim();
+        let flat = x.reshape((b * s, h))?;
+        let qkv = flat.matmul(&self.qkv_weight)?.broadcast_add(&self.qkv_bias)?;
+        // [b*s, 3h] -> [3, b, heads, s, d]
+        let qkv = qkv.reshape((b, s, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * (1.0 / (d as f64).sqrt()))?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(attention_bias)?;
+        let probs = match mode {
+            Mode::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
+            Mode::Training => softmax_differentiable(&scores)?,
+        };
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
+        let attended = context.matmul(&self.attention_out_weight)?.broadcast_add(&self.attention_out_bias)?;
+        let x1 = self.attention_norm.forward(&(attended + &flat)?, mode)?;
+        let inner = x1.matmul(&self.intermediate_weight)?.broadcast_add(&self.intermediate_bias)?.gelu_erf()?;
+        let out = inner.matmul(&self.output_weight)?.broadcast_add(&self.output_bias)?;
+        let x2 = self.output_norm.forward(&(out + &x1)?, mode)?;
+        Ok(x2.reshape((b, s, h))?)
+    }
+}
+
+impl Norm {
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Inference => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32),
+            Mode::Training => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centred = x.broadcast_sub(&mean)?;
+                let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+                let scaled = centred.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+                scaled.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+            }
+        }
+    }
+}
+
+/// Softmax over the last dimension built from ops that all have a backward pass. The row
+/// maximum is subtracted for stability and detached: it does not change the result.
+fn softmax_differentiable(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let exp = shifted.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+}
+
+impl WordTable {
+    fn open(weights: &Path, rows: usize, dim: usize) -> Result<Self> {
+        let file = File::open(weights).with_context(|| format!("failed to open {}", weights.display()))?;
+        // SAFETY: see Bert::load; the file is never modified in place.
+        let map = unsafe { Mmap::map(&file)? };
+        let parsed = safetensors::SafeTensors::deserialize(&map)
+            .map_err(|e| anyhow!("{} is not a safetensors file: {e}", weights.display()))?;
+        let view = parsed.tensor(WORD_EMBEDDINGS).map_err(|e| anyhow!("missing {WORD_EMBEDDINGS}: {e}"))?;
+        if view.dtype() != safetensors::Dtype::F32 || view.shape() != [rows, dim] {
+            bail!("{WORD_EMBEDDINGS} must be F32 [{rows}, {dim}], found {:?} {:?}", view.dtype(), view.shape());
+        }
+        let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        Ok(WordTable { map, offset, rows, dim })
+    }
+
+    fn read_row(&self, id: usize, out: &mut [f32]) -> Result<()> {
+        if id >= self.rows {
+            bail!("token id {id} is outside the vocabulary of {}", self.rows);
+        }
+        let start = self.offset + id * self.dim * 4;
+        let bytes = &self.map[start..start + self.dim * 4];
+        for (value, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Ok(())
+    }
+}
