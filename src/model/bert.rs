@@ -37,7 +37,7 @@ impl BertConfig {
     }
 }
 
-/// How layer norm and softmax are computed.
+/// Choice of layer-norm and softmax implementations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// candle's fused kernels, which have no backward pass.
@@ -190,7 +190,7 @@ impl Bert {
         &self.device
     }
 
-    /// Pads `sequences` with `pad_id` into ids and masks.
+    /// Pads `sequences` into one id list (padding is `u32::MAX`), the mask and the attention bias.
     pub fn batch(&self, sequences: &[Vec<u32>]) -> Result<(Vec<u32>, usize, Batch)> {
         let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let mut mask = Vec::with_capacity(sequences.len() * longest);
@@ -303,7 +303,7 @@ impl Layer {
             .collect()
     }
 
-    /// All weight tensors, in a fixed order (for building trainable copies).
+    /// Returns all weight tensors in a fixed order, for building trainable copies.
     pub fn tensors(&self) -> Vec<&Tensor> {
         vec![
             &self.qkv_weight,
@@ -341,7 +341,7 @@ impl Layer {
         })
     }
 
-    /// One transformer layer on `[batch, seq, hidden]`.
+    /// Applies the transformer layer to `[batch, seq, hidden]`.
     pub fn forward(&self, x: &Tensor, attention_bias: &Tensor, config: &BertConfig, mode: Mode) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let heads = config.num_attention_heads;
