@@ -43,6 +43,18 @@ pub struct Args {
     #[arg(long, env = "CYBERTRIAGE_TRAIN_WEIGHT_DECAY", default_value_t = TrainConfig::default().weight_decay)]
     pub weight_decay: f64,
 
+    /// Number of top encoder layers to fine-tune before training the heads (0: heads only).
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_TUNE_LAYERS", default_value_t = TrainConfig::default().tune_layers)]
+    pub tune_layers: usize,
+
+    /// Passes over the training split while fine-tuning encoder layers.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_TUNE_EPOCHS", default_value_t = TrainConfig::default().tune_epochs)]
+    pub tune_epochs: usize,
+
+    /// AdamW learning rate of the fine-tuned encoder layers.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_TUNE_LR", default_value_t = TrainConfig::default().tune_learning_rate)]
+    pub tune_learning_rate: f64,
+
     /// Folder for the embedding cache (outside git). Defaults to target/cybertriage-cache.
     #[arg(long, env = "CYBERTRIAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -60,6 +72,9 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         dropout: args.dropout,
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
+        tune_layers: args.tune_layers,
+        tune_epochs: args.tune_epochs,
+        tune_learning_rate: args.tune_learning_rate,
         ..TrainConfig::default()
     };
 

@@ -96,6 +96,27 @@ pub struct Batch {
     pub attention_bias: Tensor,
 }
 
+impl Batch {
+    /// Builds the mask and attention bias of sequences with these lengths, padded to the longest.
+    pub fn from_lengths(lengths: &[usize], device: &Device) -> Result<Self> {
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut mask = Vec::with_capacity(lengths.len() * longest);
+        let mut bias = Vec::with_capacity(lengths.len() * longest);
+        for &len in lengths {
+            for position in 0..longest {
+                let real = position < len;
+                mask.push(if real { 1f32 } else { 0.0 });
+                bias.push(if real { 0f32 } else { -1e9 });
+            }
+        }
+        let n = lengths.len();
+        Ok(Batch {
+            mask: Tensor::from_vec(mask, (n, longest), device)?,
+            attention_bias: Tensor::from_vec(bias, (n, 1, 1, longest), device)?,
+        })
+    }
+}
+
 /// Tensor names of one layer in the Hugging Face BERT layout.
 pub fn layer_tensor_names(layer: usize) -> Vec<String> {
     let prefix = format!("encoder.layer.{layer}");
@@ -192,25 +213,14 @@ impl Bert {
 
     /// Pads `sequences` into one id list (padding is `u32::MAX`), the mask and the attention bias.
     pub fn batch(&self, sequences: &[Vec<u32>]) -> Result<(Vec<u32>, usize, Batch)> {
-        let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
-        let mut mask = Vec::with_capacity(sequences.len() * longest);
-        let mut bias = Vec::with_capacity(sequences.len() * longest);
+        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
         let mut ids = Vec::with_capacity(sequences.len() * longest);
         for sequence in sequences {
             ids.extend_from_slice(sequence);
             ids.extend(std::iter::repeat_n(u32::MAX, longest - sequence.len()));
-            for position in 0..longest {
-                let real = position < sequence.len();
-                mask.push(if real { 1f32 } else { 0.0 });
-                bias.push(if real { 0f32 } else { -1e9 });
-            }
         }
-        let n = sequences.len();
-        let batch = Batch {
-            mask: Tensor::from_vec(mask, (n, longest), &self.device)?,
-            attention_bias: Tensor::from_vec(bias, (n, 1, 1, longest), &self.device)?,
-        };
-        Ok((ids, longest, batch))
+        Ok((ids, longest, Batch::from_lengths(&lengths, &self.device)?))
     }
 
     /// Token plus position embeddings after layer norm: `[batch, seq, hidden]`. Padding
@@ -416,5 +426,70 @@ impl WordTable {
             *value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn tiny_config() -> BertConfig {
+        BertConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            max_position_embeddings: 16,
+            layer_norm_eps: 1e-12,
+            hidden_act: Some("gelu".into()),
+        }
+    }
+
+    fn random_layer(device: &Device) -> Vec<Var> {
+        let shapes: [&[usize]; 12] = [&[8, 24], &[24], &[8, 8], &[8], &[8], &[8], &[8, 16], &[16], &[16, 8], &[8], &[8], &[8]];
+        shapes
+            .iter()
+            .map(|shape| Var::from_tensor(&Tensor::randn(0f32, 0.5, *shape, device).unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn training_mode_matches_inference() {
+        let device = Device::Cpu;
+        let config = tiny_config();
+        let vars = random_layer(&device);
+        let layer = Layer::from_tensors(&vars.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>(), 1e-12).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 8), &device).unwrap();
+        let batch = Batch::from_lengths(&[5, 3], &device).unwrap();
+
+        let fast = layer.forward(&x, &batch.attention_bias, &config, Mode::Inference).unwrap();
+        let slow = layer.forward(&x, &batch.attention_bias, &config, Mode::Training).unwrap();
+        let gap = (fast - &slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(gap < 1e-4, "inference and training outputs differ by {gap}");
+
+        let grads = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (k, var) in vars.iter().enumerate() {
+            let grad = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("tensor {k} got no gradient"));
+            let norm = grad.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(norm > 0.0, "tensor {k} has a zero gradient");
+        }
+    }
+
+    #[test]
+    fn padding_does_not_change_real_positions() {
+        let device = Device::Cpu;
+        let config = tiny_config();
+        let vars = random_layer(&device);
+        let layer = Layer::from_tensors(&vars.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>(), 1e-12).unwrap();
+        let short = Tensor::randn(0f32, 1.0, (1, 3, 8), &device).unwrap();
+        let padded = short.pad_with_zeros(1, 0, 4).unwrap();
+
+        let alone = layer.forward(&short, &Batch::from_lengths(&[3], &device).unwrap().attention_bias, &config, Mode::Inference).unwrap();
+        let bias = Tensor::new(&[0f32, 0., 0., -1e9, -1e9, -1e9, -1e9], &device).unwrap().reshape((1, 1, 1, 7)).unwrap();
+        let in_batch = layer.forward(&padded, &bias, &config, Mode::Inference).unwrap().narrow(1, 0, 3).unwrap();
+        let gap = (alone - in_batch).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(gap < 1e-5, "padding changed real positions by {gap}");
     }
 }

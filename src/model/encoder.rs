@@ -5,16 +5,17 @@
 //! through one forward pass. Padding is masked out of both attention and pooling, so a text's
 //! vector does not depend on the batch it is in (up to float rounding).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Tensor;
-use tokenizers::Tokenizer;
 
-use super::bert::{Bert, BertConfig};
+use super::bert::{layer_tensor_names, Bert, BertConfig};
+use super::finetune::{load_tuned, TunedEncoder};
+use super::vocab::BaseTokenizer;
 
-use super::base::{BaseInfo, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use super::base::{BaseInfo, CONFIG_FILE, WEIGHTS_FILE};
 
 /// Prefix that multilingual-e5 expects on queries and classification inputs.
 pub const QUERY_PREFIX: &str = "query: ";
@@ -26,7 +27,8 @@ pub type TokenIds = Vec<u32>;
 
 pub struct Encoder {
     model: Bert,
-    tokenizer: Tokenizer,
+    /// Pruned to the scripts the helpline reads; ids are the original ones (see [`super::vocab`]).
+    tokenizer: BaseTokenizer,
     info: BaseInfo,
     /// Maximum tokens per sequence, special tokens included (512 for this model).
     max_tokens: usize,
@@ -34,12 +36,30 @@ pub struct Encoder {
     eos_id: u32,
     /// Token ids of the `query:` prefix, without special tokens.
     prefix_ids: Vec<u32>,
+    /// Fine-tuned layers loaded over the base ones, if any.
+    tuned: Option<TunedEncoder>,
 }
 
 impl Encoder {
     /// Loads a complete base folder written by `fetch-base`.
     pub fn load(dir: &Path) -> Result<Self> {
         Self::load_with(dir, &HashMap::new())
+    }
+
+    /// Loads a base folder with the fine-tuned top layers that a classifier's manifest names.
+    pub fn load_tuned(dir: &Path, model_dir: &Path, tuned: &TunedEncoder) -> Result<Self> {
+        let overrides = load_tuned(model_dir, tuned)?;
+        let mut encoder = Self::load_with(dir, &overrides)?;
+        let layers = encoder.model.layers().len();
+        let expected: HashSet<String> = (tuned.first_layer..layers).flat_map(layer_tensor_names).collect();
+        if let Some(name) = overrides.keys().find(|name| !expected.contains(*name)) {
+            bail!("{} holds {name}, which is not a tensor of layers {}..{layers}", tuned.file, tuned.first_layer);
+        }
+        if overrides.len() != expected.len() {
+            bail!("{} holds {} tensors, expected {}", tuned.file, overrides.len(), expected.len());
+        }
+        encoder.tuned = Some(tuned.clone());
+        Ok(encoder)
     }
 
     /// Loads a base folder with some of its tensors replaced, e.g. fine-tuned top layers.
@@ -51,33 +71,30 @@ impl Encoder {
         )
         .with_context(|| format!("{} is not a BERT config", config_path.display()))?;
 
-        let mut tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE))
-            .map_err(|e| anyhow!("failed to load {}: {e}", dir.join(TOKENIZER_FILE).display()))?;
         // Truncation, special tokens and padding are applied here, not by the tokenizer, so
         // that one tokenizer serves both truncated inputs and windows.
-        tokenizer.with_truncation(None).map_err(|e| anyhow!("failed to disable truncation: {e}"))?;
-        tokenizer.with_padding(None);
-        let token_id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| anyhow!("the tokenizer has no {token} token"))
-        };
+        let tokenizer = BaseTokenizer::load(dir)?;
+        let token_id =
+            |token: &str| tokenizer.token_id(token).ok_or_else(|| anyhow!("the tokenizer has no {token} token"));
         let (bos_id, eos_id) = (token_id("<s>")?, token_id("</s>")?);
         let max_tokens = config.max_position_embeddings;
-        let prefix_ids = tokenizer
-            .encode(QUERY_PREFIX.trim_end(), false)
-            .map_err(|e| anyhow!("failed to tokenize the query prefix: {e}"))?
-            .get_ids()
-            .to_vec();
+        let prefix_ids = tokenizer.encode(QUERY_PREFIX.trim_end()).context("failed to tokenize the query prefix")?;
 
         let weights = dir.join(WEIGHTS_FILE);
         let model =
             Bert::load(config, &weights, overrides).with_context(|| format!("failed to load {}", weights.display()))?;
 
-        Ok(Encoder { model, tokenizer, info, max_tokens, bos_id, eos_id, prefix_ids })
+        Ok(Encoder { model, tokenizer, info, max_tokens, bos_id, eos_id, prefix_ids, tuned: None })
     }
 
     /// The transformer itself, for training code that runs parts of it.
     pub fn bert(&self) -> &Bert {
         &self.model
+    }
+
+    /// Returns the fine-tuned layers this encoder was loaded with, if any.
+    pub fn tuned(&self) -> Option<&TunedEncoder> {
+        self.tuned.as_ref()
     }
 
     pub fn info(&self) -> &BaseInfo {
@@ -101,8 +118,7 @@ impl Encoder {
     }
 
     fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, false).map_err(|e| anyhow!("tokenization failed: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        self.tokenizer.encode(text)
     }
 
     /// Surrounds content ids with `<s>` and `</s>`, as the XLM-R post-processor does.
@@ -145,7 +161,7 @@ impl Encoder {
 
     /// Decodes token ids back to text, skipping special tokens and the `query:` prefix.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let text = self.tokenizer.decode(ids, true).map_err(|e| anyhow!("detokenization failed: {e}"))?;
+        let text = self.tokenizer.decode(ids, true)?;
         let trimmed = text.trim_start();
         Ok(trimmed.strip_prefix(QUERY_PREFIX.trim_end()).unwrap_or(trimmed).trim_start().to_string())
     }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseInfo;
+use super::finetune::TunedEncoder;
 use super::heads::HeadsConfig;
 use crate::triage::taxonomy::{Label, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
 
@@ -26,6 +27,9 @@ pub struct Manifest {
     pub labels: LabelLists,
     pub thresholds: Thresholds,
     pub training: TrainingRecord,
+    /// Fine-tuned top layers of the encoder, absent when only the heads were trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<TunedEncoder>,
 }
 
 /// The base encoder the heads were trained on. A different checksum means different

@@ -18,7 +18,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::bert::Mode;
 use super::encoder::{Encoder, EMBEDDING_DIM};
+use super::finetune::{length_batches, HiddenCache, TrainableLayers, TwoRateOptimizer, ENCODER_FILE};
 use super::heads::{HeadScores, Heads, HeadsConfig, HEADS_FILE};
 use super::lexical::{Lexical, SparseFeatures};
 use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT};
@@ -51,6 +53,18 @@ pub struct TrainConfig {
     pub under_triage_cost: f32,
     /// Minimum dev recall on critical examples that the urgency thresholds must keep.
     pub min_critical_recall: f32,
+    /// Number of top encoder layers to fine-tune before the heads are trained (0: heads only).
+    #[serde(default)]
+    pub tune_layers: usize,
+    /// Passes over the training split while fine-tuning the encoder layers.
+    #[serde(default)]
+    pub tune_epochs: usize,
+    /// AdamW learning rate of the fine-tuned encoder layers.
+    #[serde(default)]
+    pub tune_learning_rate: f64,
+    /// Examples per step while fine-tuning.
+    #[serde(default)]
+    pub tune_batch_size: usize,
 }
 
 impl Default for TrainConfig {
@@ -69,6 +83,10 @@ impl Default for TrainConfig {
             augment: true,
             under_triage_cost: 3.0,
             min_critical_recall: 0.97,
+            tune_layers: 0,
+            tune_epochs: 4,
+            tune_learning_rate: 1e-4,
+            tune_batch_size: 32,
         }
     }
 }
@@ -134,9 +152,17 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     let dev_targets: Vec<Target> = dev_indices.iter().map(|&i| Target::from_example(&examples[i])).collect::<Result<_>>()?;
 
     tracing::info!(train = train_texts.len(), dev = dev_texts.len(), "embedding");
-    let train_embeddings = cache.embed(encoder, &train_texts)?;
-    let dev_embeddings = cache.embed(encoder, &dev_texts)?;
+    let mut train_embeddings = cache.embed(encoder, &train_texts)?;
+    let mut dev_embeddings = cache.embed(encoder, &dev_texts)?;
     cache.save()?;
+
+    let mut tuned = None;
+    if config.tune_layers > 0 {
+        let layers = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &train_targets, &train_embeddings, &dev_texts, &dev_targets)?;
+        train_embeddings = layers.embed_all(encoder, &layers_input(encoder, cache_dir, layers.first, &train_texts)?)?;
+        dev_embeddings = layers.embed_all(encoder, &layers_input(encoder, cache_dir, layers.first, &dev_texts)?)?;
+        tuned = Some(layers);
+    }
 
     let device = Device::Cpu;
     let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
@@ -158,6 +184,16 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
 
     fs::create_dir_all(model_dir).with_context(|| format!("failed to create {}", model_dir.display()))?;
     heads.save(&model_dir.join(HEADS_FILE))?;
+    let encoder_file = model_dir.join(ENCODER_FILE);
+    let tuned_encoder = match &tuned {
+        Some(layers) => Some(layers.save(&encoder_file)?),
+        None => {
+            if encoder_file.exists() {
+                fs::remove_file(&encoder_file).with_context(|| format!("failed to remove {}", encoder_file.display()))?;
+            }
+            None
+        }
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("cybertriage").to_string(),
@@ -173,9 +209,101 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
             config: serde_json::to_value(config)?,
             dev_metrics: dev_metrics.clone(),
         },
+        encoder: tuned_encoder,
     };
     manifest.write(model_dir)?;
     Ok(TrainOutcome { model_dir: model_dir.to_path_buf(), dev_metrics })
+}
+
+/// Returns the cached hidden states entering layer `first` for `texts`.
+fn layers_input(encoder: &Encoder, cache_dir: &Path, first: usize, texts: &[String]) -> Result<Vec<Tensor>> {
+    let mut cache = HiddenCache::open(cache_dir, &encoder.info().checksum, first)?;
+    let states = cache.states(encoder, first, texts)?;
+    cache.save()?;
+    Ok(states)
+}
+
+/// Fine-tunes the top `config.tune_layers` encoder layers jointly with temporary heads and
+/// returns the layers of the epoch with the best dev score. The heads kept in the model are
+/// trained afterwards, from scratch, on the embeddings of the tuned encoder.
+#[allow(clippy::too_many_arguments)]
+fn tune_encoder(
+    encoder: &Encoder,
+    config: &TrainConfig,
+    cache_dir: &Path,
+    rng: &mut StdRng,
+    train_texts: &[String],
+    train_targets: &[Target],
+    train_embeddings: &[Vec<f32>],
+    dev_texts: &[String],
+    dev_targets: &[Target],
+) -> Result<TrainableLayers> {
+    let device = Device::Cpu;
+    let total_layers = encoder.bert().layers().len();
+    if config.tune_layers > total_layers {
+        bail!("cannot tune {} layers: the encoder has {total_layers}", config.tune_layers);
+    }
+    let first = total_layers - config.tune_layers;
+    let train_hidden = layers_input(encoder, cache_dir, first, train_texts)?;
+    let dev_hidden = layers_input(encoder, cache_dir, first, dev_texts)?;
+    let layers = TrainableLayers::from_encoder(encoder, first)?;
+
+    let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
+    let base_tensor = Tensor::from_vec(train_embeddings.concat(), (train_texts.len(), EMBEDDING_DIM), &device)?;
+    let lexical = Lexical::fit(train_texts, config.lexical_buckets);
+    let train_lexical: Vec<SparseFeatures> = train_texts.iter().map(|t| lexical.features(t)).collect();
+    let dev_lexical: Vec<SparseFeatures> = dev_texts.iter().map(|t| lexical.features(t)).collect();
+    let heads = Heads::init(heads_config, &base_tensor, lexical, rng, &device)?;
+    let train_split = Split { embeddings: train_embeddings, lexical: &train_lexical, targets: train_targets };
+
+    // Train the heads on the frozen encoder first, so that fine-tuning starts from useful
+    // heads instead of pushing random gradients into the pretrained layers.
+    let base_dev = layers.embed_all(encoder, &dev_hidden)?;
+    let base_dev_split = Split { embeddings: &base_dev, lexical: &dev_lexical, targets: dev_targets };
+    fit(&heads, &train_split, &base_dev_split, config, rng)?;
+    let head_lr = config.learning_rate / 10.0;
+    let mut optimizer =
+        TwoRateOptimizer::new(layers.all_vars(), config.tune_learning_rate, heads.vars(), head_lr, config.weight_decay)?;
+    let urgency_weights = Tensor::new(&config.urgency_class_weights, &device)?;
+    let start_score = early_stopping_score(&heads, &base_dev_split)?;
+    tracing::info!(dev_score = start_score, "heads trained on the frozen encoder; fine-tuning starts");
+    let lengths: Vec<usize> = train_hidden.iter().map(|t| t.dim(0)).collect::<candle_core::Result<_>>()?;
+
+    let mut best: Option<(f32, usize, Vec<Tensor>)> = None;
+    for epoch in 1..=config.tune_epochs {
+        let batches = length_batches(&lengths, config.tune_batch_size, rng);
+        let mut total = 0f32;
+        for (step, batch) in batches.iter().enumerate() {
+            let inputs: Vec<&Tensor> = batch.iter().map(|&i| &train_hidden[i]).collect();
+            let x = layers.embed(encoder, &inputs, Mode::Training)?;
+            let mask = dropout_mask(batch.len(), heads.config.hidden_dim, config.dropout, rng)?;
+            let loss = batch_loss_on(&heads, &x, &train_split, batch, Some(&mask), &urgency_weights)?;
+            optimizer.backward_step(&loss)?;
+            total += loss.to_scalar::<f32>()?;
+            if (step + 1) % 25 == 0 {
+                tracing::info!(epoch, step = step + 1, steps = batches.len(), train_loss = total / (step + 1) as f32, "fine-tuning");
+            }
+        }
+        let dev_embeddings = layers.embed_all(encoder, &dev_hidden)?;
+        let dev_split = Split { embeddings: &dev_embeddings, lexical: &dev_lexical, targets: dev_targets };
+        let dev_score = early_stopping_score(&heads, &dev_split)?;
+        tracing::info!(epoch, epochs = config.tune_epochs, train_loss = total / batches.len().max(1) as f32, dev_score, "fine-tuning");
+        if best.as_ref().is_none_or(|(score, _, _)| dev_score > *score) {
+            best = Some((dev_score, epoch, layers.snapshot()?));
+        }
+    }
+    let (score, best_epoch, snapshot) = best.context("fine-tuning ran no epoch")?;
+    layers.restore(&snapshot)?;
+    tracing::info!(best_epoch, dev_score = score, first_layer = first, "kept the encoder layers with the best dev score");
+    Ok(layers)
+}
+
+/// Returns an inverted-dropout mask `[rows, width]` that keeps each unit with probability
+/// `1 - dropout` and scales kept units so the expected activation is unchanged.
+fn dropout_mask(rows: usize, width: usize, dropout: f32, rng: &mut StdRng) -> Result<Tensor> {
+    let keep = 1.0 - dropout;
+    let mask: Vec<f32> = (0..rows * width).map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(mask, (rows, width), &Device::Cpu)?)
 }
 
 /// Reads every `*.jsonl` file of a folder, in name order, and hashes names and bytes.
@@ -235,10 +363,15 @@ struct Split<'a> {
 
 /// Sum of the four task losses on the rows `indices` of a split.
 fn batch_loss(heads: &Heads, split: &Split, indices: &[usize], dropout_mask: Option<&Tensor>, urgency_weights: &Tensor) -> Result<Tensor> {
+    let x = Tensor::from_vec(indices.iter().flat_map(|&i| split.embeddings[i].clone()).collect(), (indices.len(), EMBEDDING_DIM), &Device::Cpu)?;
+    batch_loss_on(heads, &x, split, indices, dropout_mask, urgency_weights)
+}
+
+/// Sum of the four task losses for embeddings `x` of the rows `indices` of a split.
+fn batch_loss_on(heads: &Heads, x: &Tensor, split: &Split, indices: &[usize], dropout_mask: Option<&Tensor>, urgency_weights: &Tensor) -> Result<Tensor> {
     let device = Device::Cpu;
-    let x = Tensor::from_vec(indices.iter().flat_map(|&i| split.embeddings[i].clone()).collect(), (indices.len(), EMBEDDING_DIM), &device)?;
     let lexical_batch = heads.lexical.dense(&indices.iter().map(|&i| &split.lexical[i]).collect::<Vec<_>>(), &device)?;
-    let outputs = heads.forward(&x, &lexical_batch, dropout_mask)?;
+    let outputs = heads.forward(x, &lexical_batch, dropout_mask)?;
 
     let targets = split.targets;
     let categories = Tensor::from_vec(indices.iter().flat_map(|&i| targets[i].categories.clone()).collect(), (indices.len(), CATEGORIES.len()), &device)?;
@@ -270,11 +403,7 @@ fn fit(heads: &Heads, train: &Split, dev: &Split, config: &TrainConfig, rng: &mu
         let mut total = 0f32;
         let mut batches = 0;
         for chunk in order.chunks(config.batch_size) {
-            let keep = 1.0 - config.dropout;
-            let mask: Vec<f32> = (0..chunk.len() * heads.config.hidden_dim)
-                .map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 })
-                .collect();
-            let mask = Tensor::from_vec(mask, (chunk.len(), heads.config.hidden_dim), &device)?;
+            let mask = dropout_mask(chunk.len(), heads.config.hidden_dim, config.dropout, rng)?;
             let loss = batch_loss(heads, train, chunk, Some(&mask), &urgency_weights)?;
             optimizer.backward_step(&loss)?;
             total += loss.to_scalar::<f32>()?;

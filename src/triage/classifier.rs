@@ -101,13 +101,24 @@ impl Classifier {
         let base_dir = PinnedBase::load()?.output_dir(models_dir);
         let base_info = BaseInfo::read(&base_dir)?;
         manifest.check_base(&base_info)?;
-        let encoder = Encoder::load(&base_dir)?;
+        let encoder = match &manifest.encoder {
+            Some(tuned) => Encoder::load_tuned(&base_dir, model_dir, tuned)?,
+            None => Encoder::load(&base_dir)?,
+        };
         Self::from_parts(encoder, model_dir, manifest)
     }
 
     /// Builds a classifier on an already loaded encoder (tests and training share one encoder).
     pub fn from_parts(encoder: Encoder, model_dir: &Path, manifest: Manifest) -> anyhow::Result<Self> {
         manifest.check_base(encoder.info())?;
+        if encoder.tuned() != manifest.encoder.as_ref() {
+            anyhow::bail!(
+                "the encoder was loaded with tuned layers {:?}, but the model {} needs {:?}",
+                encoder.tuned().map(|t| &t.sha256),
+                manifest.name,
+                manifest.encoder.as_ref().map(|t| &t.sha256)
+            );
+        }
         let heads = Heads::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
         let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
         let resources = Resources::load(&model_dir.join(RESOURCES_FILE))?;
