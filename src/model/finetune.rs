@@ -89,7 +89,7 @@ impl TrainableLayers {
         Ok(l2_normalize(&mean_pool(&x, &batch.mask)?)?)
     }
 
-    /// Embeds many cached texts in batches, without tracking gradients.
+    /// Embeds many cached texts in batches of 32 with the fused inference kernels.
     pub fn embed_all(&self, encoder: &Encoder, hidden: &[Tensor]) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..hidden.len()).collect();
         order.sort_by_key(|&i| hidden[i].dim(0).unwrap_or(0));
@@ -225,8 +225,9 @@ impl TwoRateOptimizer {
     }
 }
 
-/// Shuffles example indices into batches of similar lengths: sorted by length in buckets of
-/// `bucket` batches, then the batches are shuffled. Less padding than a plain shuffle.
+/// Shuffles example indices into batches of similar lengths, so batches carry less padding than
+/// with a plain shuffle. Indices are sorted by length within groups of eight batches, and then
+/// the batches are shuffled.
 pub fn length_batches(lengths: &[usize], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(rng);
