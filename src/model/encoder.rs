@@ -27,7 +27,7 @@ pub type TokenIds = Vec<u32>;
 
 pub struct Encoder {
     model: Bert,
-    /// Pruned to the scripts the helpline reads; ids are the original ones (see [`super::vocab`]).
+    /// Tokenizer pruned to the scripts the helpline reads, which still returns original ids.
     tokenizer: BaseTokenizer,
     info: BaseInfo,
     /// Maximum tokens per sequence, special tokens included (512 for this model).
