@@ -185,11 +185,53 @@ impl Encoder {
         if sequences.iter().any(Vec::is_empty) {
             bail!("cannot embed an empty token sequence");
         }
-        let (hidden, batch) = self.model.forward(sequences)?;
-        let pooled = mean_pool(&hidden, &batch.mask)?;
-        let normalized = l2_normalize(&pooled)?;
-        Ok(normalized.to_vec2()?)
+        let mut vectors = vec![Vec::new(); sequences.len()];
+        for group in length_groups(sequences) {
+            let members: Vec<TokenIds> = group.iter().map(|&i| sequences[i].clone()).collect();
+            let (hidden, batch) = self.model.forward(&members)?;
+            let pooled = mean_pool(&hidden, &batch.mask)?;
+            let rows: Vec<Vec<f32>> = l2_normalize(&pooled)?.to_vec2()?;
+            for (&i, row) in group.iter().zip(rows) {
+                vectors[i] = row;
+            }
+        }
+        Ok(vectors)
     }
+}
+
+/// Most padded tokens (longest member times members) in one forward pass. It bounds the
+/// attention scores of a pass to about 12 heads × 2048 × 512 floats (50 MB).
+const PADDED_TOKEN_BUDGET: usize = 2048;
+
+/// Largest share of padding accepted in a forward pass, over the real tokens.
+const MAX_PADDING_RATIO: f64 = 0.25;
+
+/// Splits sequence indices into forward passes of similar lengths.
+///
+/// A batch is padded to its longest member, so one long message in a batch of short ones
+/// multiplies the work of all the others. Indices are sorted by length and cut into groups whose
+/// padded size stays within [`PADDED_TOKEN_BUDGET`] and whose padding stays under
+/// [`MAX_PADDING_RATIO`] of the real tokens (plus a few tokens of slack for short messages).
+pub fn length_groups(sequences: &[TokenIds]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| sequences[i].len());
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut real_tokens = 0;
+    for i in order {
+        let len = sequences[i].len();
+        if let Some(group) = groups.last_mut() {
+            let padded = len * (group.len() + 1);
+            let allowed_padding = ((real_tokens + len) as f64 * MAX_PADDING_RATIO) as usize + 8;
+            if padded <= PADDED_TOKEN_BUDGET && padded <= real_tokens + len + allowed_padding {
+                group.push(i);
+                real_tokens += len;
+                continue;
+            }
+        }
+        groups.push(vec![i]);
+        real_tokens = len;
+    }
+    groups
 }
 
 /// Averages token states `[batch, seq, dim]` over the positions where `mask` is 1.
@@ -210,6 +252,28 @@ pub fn l2_normalize(vectors: &Tensor) -> candle_core::Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn length_groups_split_long_from_short() {
+        let sequences: Vec<TokenIds> = [20, 22, 300, 21, 512, 25, 19].iter().map(|&n| vec![1; n]).collect();
+        let groups = length_groups(&sequences);
+
+        let mut seen: Vec<usize> = groups.concat();
+        seen.sort();
+        assert_eq!(seen, (0..sequences.len()).collect::<Vec<_>>());
+        assert_eq!(groups[0], vec![6, 0, 3, 1, 5]);
+        assert_eq!(groups[1], vec![2]);
+        assert_eq!(groups[2], vec![4]);
+    }
+
+    #[test]
+    fn length_groups_respect_the_token_budget() {
+        let sequences: Vec<TokenIds> = (0..40).map(|_| vec![1; 100]).collect();
+        let groups = length_groups(&sequences);
+
+        assert!(groups.iter().all(|g| g.len() * 100 <= PADDED_TOKEN_BUDGET));
+        assert_eq!(groups.len(), 2);
+    }
 
     #[test]
     fn mean_pool_ignores_padding() {
