@@ -9,4 +9,5 @@ cargo build --release --locked
 cybertriage fetch-base
 cybertriage data check
 cybertriage eval --data eval/testset.jsonl --out eval/reports/ci --baseline eval/baseline/report.json
+cargo bench --locked --no-run   # compiles the criterion benches, so that they cannot rot
 cargo test --release --locked -- --test-threads="${CYBERTRIAGE_TEST_THREADS:-2}"

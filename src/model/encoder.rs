@@ -53,10 +53,10 @@ impl Encoder {
         let layers = encoder.model.layers().len();
         let expected: HashSet<String> = (tuned.first_layer..layers).flat_map(layer_tensor_names).collect();
         if let Some(name) = overrides.keys().find(|name| !expected.contains(*name)) {
-            bail!("{} holds {name}, which is not a tensor of layers {}..{layers}", tuned.file, tuned.first_layer);
+            bail!("{} contains {name}, which is not a tensor of layers {}..{layers}", tuned.file, tuned.first_layer);
         }
         if overrides.len() != expected.len() {
-            bail!("{} holds {} tensors, expected {}", tuned.file, overrides.len(), expected.len());
+            bail!("{} contains {} tensors, expected {}", tuned.file, overrides.len(), expected.len());
         }
         encoder.tuned = Some(tuned.clone());
         Ok(encoder)
@@ -87,7 +87,7 @@ impl Encoder {
         Ok(Encoder { model, tokenizer, info, max_tokens, bos_id, eos_id, prefix_ids, tuned: None })
     }
 
-    /// The transformer itself, for training code that runs parts of it.
+    /// Returns the transformer itself, for training code that runs parts of it.
     pub fn bert(&self) -> &Bert {
         &self.model
     }
