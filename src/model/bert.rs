@@ -357,7 +357,12 @@ impl Layer {
         let heads = config.num_attention_heads;
         let d = config.head_dim();
         let flat = x.reshape((b * s, h))?;
-        let qkv = flat.matmul(&self.qkv_weight)?.broadcast_add(&self.qkv_bias)?;
+        let split = mode == Mode::Inference && b * s <= SPLIT_MATMUL_MAX_ROWS;
+        let project = |x: &Tensor, weight: &Tensor, bias: &Tensor| -> Result<Tensor> {
+            let product = if split { matmul_on_two_threads(x, weight)? } else { x.matmul(weight)? };
+            Ok(product.broadcast_add(bias)?)
+        };
+        let qkv = project(&flat, &self.qkv_weight, &self.qkv_bias)?;
         // [b*s, 3h] -> [3, b, heads, s, d]
         let qkv = qkv.reshape((b, s, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)?.contiguous()? * (1.0 / (d as f64).sqrt()))?;
@@ -369,10 +374,10 @@ impl Layer {
             Mode::Training => softmax_differentiable(&scores)?,
         };
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, h))?;
-        let attended = context.matmul(&self.attention_out_weight)?.broadcast_add(&self.attention_out_bias)?;
+        let attended = project(&context, &self.attention_out_weight, &self.attention_out_bias)?;
         let x1 = self.attention_norm.forward(&(attended + &flat)?, mode)?;
-        let inner = x1.matmul(&self.intermediate_weight)?.broadcast_add(&self.intermediate_bias)?.gelu_erf()?;
-        let out = inner.matmul(&self.output_weight)?.broadcast_add(&self.output_bias)?;
+        let inner = project(&x1, &self.intermediate_weight, &self.intermediate_bias)?.gelu_erf()?;
+        let out = project(&inner, &self.output_weight, &self.output_bias)?;
         let x2 = self.output_norm.forward(&(out + &x1)?, mode)?;
         Ok(x2.reshape((b, s, h))?)
     }
@@ -391,6 +396,24 @@ impl Norm {
             }
         }
     }
+}
+
+/// Largest number of token rows for which a weight product is split over two threads.
+///
+/// On a small input (one short message) the matrix-multiply kernel gains nothing from a second
+/// thread, so each half of the weight's columns goes to one rayon thread instead. Larger inputs
+/// keep the kernel's own threading.
+const SPLIT_MATMUL_MAX_ROWS: usize = 64;
+
+/// Computes `x · weight` as two products over the halves of the weight's columns, in parallel.
+fn matmul_on_two_threads(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let columns = weight.dim(1)?;
+    let half = columns / 2;
+    let (left, right) = rayon::join(
+        || x.matmul(&weight.narrow(1, 0, half)?),
+        || x.matmul(&weight.narrow(1, half, columns - half)?),
+    );
+    Ok(Tensor::cat(&[left?, right?], 1)?)
 }
 
 /// Softmax over the last dimension built from ops that all have a backward pass. The row
@@ -475,6 +498,18 @@ mod tests {
             let norm = grad.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(norm > 0.0, "tensor {k} has a zero gradient");
         }
+    }
+
+    #[test]
+    fn split_matmul_matches_plain() {
+        let device = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 8), &device).unwrap();
+        let weight = Tensor::randn(0f32, 1.0, (8, 13), &device).unwrap();
+
+        let plain = x.matmul(&weight).unwrap();
+        let split = matmul_on_two_threads(&x, &weight).unwrap();
+        let gap = (plain - split).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(gap < 1e-5, "split and plain products differ by {gap}");
     }
 
     #[test]

@@ -200,8 +200,8 @@ impl Encoder {
 }
 
 /// Most padded tokens (longest member times members) in one forward pass. It bounds the
-/// attention scores of a pass to about 12 heads × 2048 × 512 floats (50 MB).
-const PADDED_TOKEN_BUDGET: usize = 2048;
+/// attention scores of a pass to about 12 heads × 1024 × 512 floats (25 MB).
+const PADDED_TOKEN_BUDGET: usize = 1024;
 
 /// Largest share of padding accepted in a forward pass, over the real tokens.
 const MAX_PADDING_RATIO: f64 = 0.25;
@@ -272,7 +272,7 @@ mod tests {
         let groups = length_groups(&sequences);
 
         assert!(groups.iter().all(|g| g.len() * 100 <= PADDED_TOKEN_BUDGET));
-        assert_eq!(groups.len(), 2);
+        assert_eq!(groups.len(), 4);
     }
 
     #[test]
