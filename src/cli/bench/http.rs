@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Where the service listens, from a URL such as `http://127.0.0.1:8080`.
+/// Address of the service under test, parsed from a URL such as `http://127.0.0.1:8080`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Value of the `Host` header: the URL's host and port.
@@ -24,8 +24,8 @@ impl Target {
         Target { authority: addr.to_string(), addr, loopback: addr.ip().is_loopback() }
     }
 
-    /// Parses `http://HOST[:PORT][/]` and resolves the host. Paths other than `/` are refused,
-    /// since the routes are fixed.
+    /// Parses `http://HOST[:PORT][/]` and resolves the host. Paths other than `/` are rejected,
+    /// because the routes are fixed.
     pub fn parse(url: &str) -> Result<Self> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("--url must start with http:// (the benchmark has no TLS), such as http://127.0.0.1:8080");
@@ -37,7 +37,7 @@ impl Target {
         let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
         let addrs: Vec<SocketAddr> = with_port
             .to_socket_addrs()
-            .with_context(|| format!("cannot resolve the host of --url {url}"))?
+            .with_context(|| format!("failed to resolve the host of --url {url}"))?
             .collect();
         let Some(&addr) = addrs.first() else {
             bail!("the host of --url {url} resolves to no address");
@@ -86,7 +86,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// The `error.code` of an error body, such as `overloaded`, if the body has one.
+    /// Returns the `error.code` of an error body, such as `overloaded`, if the body has one.
     pub fn error_code(&self) -> Option<String> {
         let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
         Some(value.get("error")?.get("code")?.as_str()?.to_string())
@@ -171,7 +171,7 @@ async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> io:
     }
 }
 
-/// Reads one CRLF-terminated line without its terminator; fails at end of stream.
+/// Reads one CRLF-terminated line without its terminator. Fails at end of stream.
 async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<String> {
     let mut line = String::new();
     if reader.read_line(&mut line).await? == 0 {
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!((target.authority.as_str(), target.addr.port(), target.loopback), ("127.0.0.1:8080", 8080, true));
         assert!(Target::parse("http://[::1]:9000").unwrap().loopback);
         assert_eq!(Target::parse("http://127.0.0.1").unwrap().addr.port(), 80);
-        // Resolving an IP literal needs no network; 192.0.2.0/24 is reserved for documentation.
+        // Resolving an IP literal needs no network. 192.0.2.0/24 is reserved for documentation.
         assert!(!Target::parse("http://192.0.2.1:8080").unwrap().loopback);
         assert!(Target::parse("https://127.0.0.1:8080").is_err());
         assert!(Target::parse("http://127.0.0.1:8080/v1/classify").is_err());

@@ -163,7 +163,7 @@ impl LoadArgs {
                 ensure!(self.server_pid.is_none(), "--server-pid applies only with --url");
                 ensure!(self.cold_starts > 0, "--cold-starts must be at least 1");
                 let command = ServerCommand {
-                    exe: std::env::current_exe().context("cannot find this program's path to start the server")?,
+                    exe: std::env::current_exe().context("failed to find this program's path, needed to start the server")?,
                     models_dir: models_dir.to_path_buf(),
                     model_dir: self.model_dir.clone(),
                     serve_args: self.serve_arg.into_iter().filter(|a| !a.is_empty()).collect(),
@@ -263,7 +263,10 @@ async fn drive(config: &LoadConfig, server: &mut Server) -> Result<Report> {
         tracing::info!(requests = config.warmup, "warm-up");
         let warmup = run_level(server.target.addr, &plan, 1, config.warmup).await?;
         if let Some((key, count)) = warmup.errors.iter().next() {
-            bail!("{count} of {} warm-up requests failed with {key}: is the server ready and the API key right?", config.warmup);
+            bail!(
+                "{count} of {} warm-up requests failed with {key}: check that the server is ready and the API key is right",
+                config.warmup
+            );
         }
     }
     server.report.idle_rss_mib = server.pid.and_then(|pid| Memory::read(pid).ok()).map(|m| mib(m.rss_kib));
@@ -301,18 +304,22 @@ async fn drive(config: &LoadConfig, server: &mut Server) -> Result<Report> {
     Ok(report)
 }
 
-/// Waits until the server answers a lone request with 200. Requests whose clients gave up
-/// (504) may still be in a forward pass after a level, and would otherwise slow the next one.
+/// Waits until the server returns 200 to a lone request. Requests whose clients gave up (504)
+/// may still be in a forward pass after a level, and would otherwise slow the next one.
 async fn settle(addr: SocketAddr, probe: &[u8]) -> Result<()> {
     let started = Instant::now();
     loop {
-        let mut connection = Connection::open(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+        let mut connection = Connection::open(addr).await.with_context(|| format!("failed to connect to {addr}"))?;
         let response = connection.send(probe).await.context("the settling request failed")?;
         if response.status == 200 {
             return Ok(());
         }
         if started.elapsed() > SETTLE_LIMIT {
-            bail!("the server still answers {} after {} s without load", response.status, SETTLE_LIMIT.as_secs());
+            bail!(
+                "the server still returns {} to a lone request {} s after the load stopped",
+                response.status,
+                SETTLE_LIMIT.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -331,7 +338,7 @@ impl Plan {
     }
 }
 
-/// What one level recorded.
+/// Figures recorded by one level.
 struct LevelOutcome {
     elapsed: Duration,
     latencies: Vec<Duration>,
@@ -362,7 +369,7 @@ type RequestOutcome = std::result::Result<Duration, String>;
 async fn run_level(addr: SocketAddr, plan: &Arc<Plan>, concurrency: usize, total: usize) -> Result<LevelOutcome> {
     let mut connections = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        connections.push(Connection::open(addr).await.with_context(|| format!("cannot connect to {addr}"))?);
+        connections.push(Connection::open(addr).await.with_context(|| format!("failed to connect to {addr}"))?);
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -386,7 +393,7 @@ async fn run_level(addr: SocketAddr, plan: &Arc<Plan>, concurrency: usize, total
     Ok(LevelOutcome { elapsed, latencies, errors })
 }
 
-/// One connection's loop: takes the next request index until `total` are taken.
+/// Runs one connection: takes the next request index until `total` are taken.
 async fn client(addr: SocketAddr, plan: Arc<Plan>, next: Arc<AtomicUsize>, total: usize, connection: Connection) -> Vec<RequestOutcome> {
     let mut connection = Some(connection);
     let mut outcomes = Vec::new();
@@ -441,7 +448,7 @@ async fn http_overhead(config: &LoadConfig, target: &Target, rounds: usize) -> R
     let classifier = Classifier::load(&config.models_dir, &config.model_dir)?;
     let request = request_bytes("POST", "/v1/classify", target, Some(&message.classify_body()), config.api_key.as_deref());
     let input = [message.input()];
-    let mut connection = Connection::open(target.addr).await.with_context(|| format!("cannot connect to {}", target.addr))?;
+    let mut connection = Connection::open(target.addr).await.with_context(|| format!("failed to connect to {}", target.addr))?;
     let (mut http_ms, mut local_ms) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for round in 0..OVERHEAD_WARMUP + rounds {
         let started = Instant::now();

@@ -48,7 +48,7 @@ pub struct BenchMessage {
     pub context: Vec<String>,
 }
 
-/// Body of `POST /v1/classify`; `context` is left out when empty.
+/// Body of `POST /v1/classify`. `context` is left out when empty.
 #[derive(Serialize)]
 struct ClassifyBody<'a> {
     text: &'a str,
@@ -68,7 +68,7 @@ impl BenchMessage {
     }
 }
 
-/// Parses JSONL text; blank lines are skipped.
+/// Parses JSONL text, skipping blank lines.
 pub fn parse(text: &str) -> Result<Vec<BenchMessage>> {
     let mut messages = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -111,14 +111,14 @@ pub fn plain_of_kind(messages: &[BenchMessage], kind: Kind) -> Vec<&BenchMessage
     messages.iter().filter(|m| m.kind == kind && m.context.is_empty()).collect()
 }
 
-/// The fixed single message of the benchmarks: the first short message without context.
+/// Returns the fixed single message of the benchmarks: the first short message without context.
 pub fn single(messages: &[BenchMessage]) -> Result<&BenchMessage> {
     plain_of_kind(messages, Kind::Short).into_iter().next().context("the mix has no short message without context")
 }
 
-/// A batch of `size` texts without context: a quarter paragraphs, the rest short messages,
-/// each list taken in file order and repeated if too short. Long messages are left out, since
-/// they are windowed rather than read as one sequence. `benches/peer/compare.py` builds the
+/// Builds a batch of `size` messages without context: a quarter paragraphs, the rest short
+/// messages, each list taken in file order and repeated if too short. Long messages are left
+/// out, because they are windowed rather than read as one sequence. `benches/peer/compare.py` builds the
 /// same batch.
 pub fn mixed_batch(messages: &[BenchMessage], size: usize) -> Result<Vec<&BenchMessage>> {
     let shorts = plain_of_kind(messages, Kind::Short);

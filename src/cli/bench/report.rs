@@ -1,5 +1,5 @@
-//! What the load benchmark reports: the figures, the machine, the date and the command line,
-//! as a table for people and as JSON for tools.
+//! Report of the load benchmark: the figures, the machine, the date and the command line, as a
+//! table for people and as JSON for tools.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,7 +25,7 @@ pub struct Report {
     pub requests_per_level: usize,
     pub levels: Vec<LevelReport>,
     pub http_overhead: Option<OverheadReport>,
-    /// Why the HTTP overhead could not be measured, when it could not.
+    /// Reason the HTTP overhead was not measured, when its measure failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_overhead_error: Option<String>,
 }
@@ -48,7 +48,7 @@ impl Machine {
     }
 }
 
-/// The first `model name` of `/proc/cpuinfo`.
+/// Returns the first `model name` of `/proc/cpuinfo`.
 fn cpu_model(cpuinfo: &str) -> Option<String> {
     cpuinfo
         .lines()
@@ -162,33 +162,10 @@ impl Report {
         }
     }
 
-    /// The figures as a plain-text table.
+    /// Formats the figures as a plain-text table.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let m = &self.machine;
-        let source = self.source_commit.as_deref().unwrap_or("unknown commit");
-        let _ = writeln!(out, "cybertriage bench ({source}), {}, {} cores, {} ({})", self.date, m.cores, m.cpu_model, m.os);
-        let kinds: Vec<String> = Kind::ALL
-            .iter()
-            .filter_map(|kind| self.messages.by_kind.get(kind.name()).map(|n| format!("{n} {}", kind.name())))
-            .collect();
-        let _ = writeln!(
-            out,
-            "server {} ({}); mix of {} messages ({}; {} with context); {} requests per level",
-            self.server.url,
-            if self.server.spawned { "started by the benchmark" } else { "external" },
-            self.messages.count,
-            kinds.join(", "),
-            self.messages.with_context,
-            self.requests_per_level
-        );
-        if let Some(cold) = self.server.cold_start_median_seconds {
-            let each: Vec<String> = self.server.cold_start_seconds.iter().map(|s| format!("{s:.2}")).collect();
-            let _ = writeln!(out, "cold start to /ready: {cold:.2} s (median of {}: {} s)", each.len(), each.join(", "));
-        }
-        if let Some(idle) = self.server.idle_rss_mib {
-            let _ = writeln!(out, "server RSS after warm-up: {idle:.0} MiB");
-        }
+        self.write_header(&mut out);
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -196,30 +173,9 @@ impl Report {
             "concurrency", "requests", "ok", "req/s", "p50 ms", "p95 ms", "p99 ms", "RSS peak MiB", "VmHWM MiB"
         );
         for level in &self.levels {
-            let (p50, p95, p99) = match &level.latency {
-                Some(l) => (format!("{:.1}", l.p50_ms), format!("{:.1}", l.p95_ms), format!("{:.1}", l.p99_ms)),
-                None => ("-".into(), "-".into(), "-".into()),
-            };
-            let errors = if level.errors.is_empty() {
-                "0".to_string()
-            } else {
-                level.errors.iter().map(|(k, n)| format!("{n} × {k}")).collect::<Vec<_>>().join(", ")
-            };
-            let _ = writeln!(
-                out,
-                "{:>11} {:>8} {:>6} {:>8.2} {:>8} {:>8} {:>8} {:>13} {:>10}  {}",
-                level.concurrency,
-                level.requests,
-                level.ok,
-                level.throughput_rps,
-                p50,
-                p95,
-                p99,
-                optional_mib(level.rss_peak_mib),
-                optional_mib(level.vm_hwm_mib),
-                errors
-            );
+            let _ = writeln!(out, "{}", level.row());
         }
+
         if let Some(error) = &self.http_overhead_error {
             let _ = writeln!(out);
             let _ = writeln!(out, "HTTP overhead not measured: {error}");
@@ -234,6 +190,64 @@ impl Report {
             );
         }
         out
+    }
+
+    /// Writes the lines about the run, the server and the mix.
+    fn write_header(&self, out: &mut String) {
+        let m = &self.machine;
+        let source = self.source_commit.as_deref().unwrap_or("unknown commit");
+        let _ = writeln!(out, "cybertriage bench ({source}), {}, {} cores, {} ({})", self.date, m.cores, m.cpu_model, m.os);
+
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .filter_map(|kind| self.messages.by_kind.get(kind.name()).map(|n| format!("{n} {}", kind.name())))
+            .collect();
+        let _ = writeln!(
+            out,
+            "server {} ({}); mix of {} messages ({}; {} with context); {} requests per level",
+            self.server.url,
+            if self.server.spawned { "started by the benchmark" } else { "external" },
+            self.messages.count,
+            kinds.join(", "),
+            self.messages.with_context,
+            self.requests_per_level
+        );
+
+        if let Some(cold) = self.server.cold_start_median_seconds {
+            let each: Vec<String> = self.server.cold_start_seconds.iter().map(|s| format!("{s:.2}")).collect();
+            let _ = writeln!(out, "cold start to /ready: {cold:.2} s (median of {}: {} s)", each.len(), each.join(", "));
+        }
+        if let Some(idle) = self.server.idle_rss_mib {
+            let _ = writeln!(out, "server RSS after warm-up: {idle:.0} MiB");
+        }
+    }
+}
+
+impl LevelReport {
+    /// Formats the level as one row of [`Report::table`].
+    fn row(&self) -> String {
+        let (p50, p95, p99) = match &self.latency {
+            Some(l) => (format!("{:.1}", l.p50_ms), format!("{:.1}", l.p95_ms), format!("{:.1}", l.p99_ms)),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let errors = if self.errors.is_empty() {
+            "0".to_string()
+        } else {
+            self.errors.iter().map(|(k, n)| format!("{n} × {k}")).collect::<Vec<_>>().join(", ")
+        };
+        format!(
+            "{:>11} {:>8} {:>6} {:>8.2} {:>8} {:>8} {:>8} {:>13} {:>10}  {}",
+            self.concurrency,
+            self.requests,
+            self.ok,
+            self.throughput_rps,
+            p50,
+            p95,
+            p99,
+            optional_mib(self.rss_peak_mib),
+            optional_mib(self.vm_hwm_mib),
+            errors
+        )
     }
 }
 

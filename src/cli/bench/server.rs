@@ -28,7 +28,7 @@ pub struct ServerCommand {
     /// Extra `serve` arguments, such as `--workers 2`.
     pub serve_args: Vec<String>,
     pub api_key: Option<String>,
-    /// File that receives the server's stdout and stderr; discarded when `None`.
+    /// File that receives the server's stdout and stderr. `None` discards them.
     pub log: Option<PathBuf>,
     pub ready_timeout: Duration,
 }
@@ -127,8 +127,8 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// A port that was free a moment ago. Another process could take it before the server binds
-/// it; the server then fails to start and the error says so.
+/// Returns a port that was free a moment ago. Another process could take it before the server
+/// binds it, and the server would then fail to start with an error naming the address.
 fn free_loopback_port() -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("failed to find a free loopback port")?;
     Ok(listener.local_addr()?.port())
@@ -210,6 +210,7 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let memory = Memory::read(std::process::id()).unwrap();
-        assert!(memory.rss_kib > 0 && memory.hwm_kib >= memory.rss_kib);
+        assert!(memory.rss_kib > 0);
+        assert!(memory.hwm_kib >= memory.rss_kib);
     }
 }

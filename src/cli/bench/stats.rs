@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// The `p`-th percentile (0 < p <= 100) of ascending `sorted` values, by the nearest-rank
+/// Returns the `p`-th percentile (0 < p <= 100) of ascending `sorted` values by the nearest-rank
 /// method: the smallest value with at least p % of the values at or below it. `None` when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -14,7 +14,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// Median by the nearest-rank method, so always one of the values.
+/// Returns the median by the nearest-rank method, so always one of the values.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);

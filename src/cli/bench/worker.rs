@@ -4,12 +4,14 @@
 //!
 //! Protocol, one JSON object per line each way. The worker first writes
 //! `{"ready": true, "load_seconds": S}`. Then, for each command
-//! `{"op": "embed" | "classify", "texts": ["…", …]}` it writes
-//! `{"op": OP, "inputs": N, "seconds": S}`, where S is measured inside the process around the
-//! call alone: `embed` is the encoder (tokenization, forward pass, pooling) on all texts in one
-//! batch, and `classify` is the whole classifier (encoder and heads, rules and decision) through
-//! the `Classify` trait. A bad command gets `{"error": "…"}` and the worker goes on; end of
-//! input stops it. Replies never contain the texts.
+//! `{"op": "embed" | "classify", "texts": ["…", …]}`, it writes
+//! `{"op": OP, "inputs": N, "seconds": S}`. S is measured inside the process around the call
+//! alone. `embed` runs the encoder (tokenization, forward pass, pooling) on all texts in one
+//! call. `classify` runs the whole classifier (encoder, heads, rules and decision) through the
+//! `Classify` trait.
+//!
+//! An invalid command gets `{"error": "…"}` and the worker goes on. End of input stops it.
+//! Replies never contain the texts.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
