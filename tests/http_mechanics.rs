@@ -249,6 +249,22 @@ async fn batch_above_token_budget_splits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_batch_stops_early() {
+    let fake = Fake::new();
+    let batching = BatchConfig { max_batch_tokens: 10, ..BatchConfig::default() };
+    let (app, _state) = app_with(Config { batching, timeout: Duration::from_millis(50), ..Config::default() }, fake.clone());
+    fake.hold();
+    // Each input costs 5 tokens, so the batch needs three calls of 2, 2 and 1 inputs.
+    let inputs: Vec<_> = (0..5).map(|i| json!({ "text": format!("message numéro {i}") })).collect();
+    let answer = post_json(&app, "/v1/classify/batch", &json!({ "inputs": inputs })).await;
+    assert_eq!(answer.status, 504);
+    fake.release();
+
+    assert_eq!(classify(&app, "une autre demande").await.status, 200);
+    assert_eq!(fake.calls(), [2, 1], "the two calls left of the abandoned batch must be skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let fake = Fake::new();
     let state = AppState::new(config(4));

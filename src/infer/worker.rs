@@ -117,7 +117,8 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
         return;
     }
 
-    match classify_chunked(shared, classifier, &inputs, &costs) {
+    let abandoned = || replies.iter().all(|(reply, _)| reply.is_closed());
+    match classify_chunked(shared, classifier, &inputs, &costs, &abandoned) {
         Ok(results) => {
             let mut results = results.into_iter();
             for (reply, range) in replies {
@@ -127,7 +128,10 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
         }
         Err(InferError::InvalidInput(_)) if replies.len() > 1 => {
             for (reply, range) in replies {
-                let answer = classify_range(shared, classifier, &inputs, &costs, range);
+                if reply.is_closed() {
+                    continue;
+                }
+                let answer = classify_range(shared, classifier, &inputs, &costs, range, &|| reply.is_closed());
                 let _ = reply.send(answer);
             }
         }
@@ -145,22 +149,32 @@ fn classify_range(
     inputs: &[MessageInput],
     costs: &[usize],
     range: Range<usize>,
+    abandoned: &dyn Fn() -> bool,
 ) -> Result<Batched, InferError> {
     let batch_size = range.len();
-    let results = classify_chunked(shared, classifier, &inputs[range.clone()], &costs[range])?;
+    let results = classify_chunked(shared, classifier, &inputs[range.clone()], &costs[range], abandoned)?;
     Ok(Batched { results, batch_size })
 }
 
 /// Classifies the inputs in consecutive calls of at most the token budget each (an input
 /// above the budget goes alone), and returns the results in input order.
+///
+/// Before each call it checks `abandoned`: once every request waiting for these results has
+/// timed out, the remaining calls are skipped, so that an abandoned large batch does not hold
+/// the worker while requests queue behind it.
 fn classify_chunked(
     shared: &Shared,
     classifier: &dyn Classify,
     inputs: &[MessageInput],
     costs: &[usize],
+    abandoned: &dyn Fn() -> bool,
 ) -> Result<Vec<Classification>, InferError> {
     let mut results = Vec::with_capacity(inputs.len());
     for range in chunks(costs, shared.config.max_batch_tokens) {
+        if abandoned() {
+            tracing::info!(skipped_inputs = inputs.len() - results.len(), "stopped a batch whose requests all timed out");
+            return Err(InferError::Timeout);
+        }
         let tokens = costs[range.clone()].iter().sum();
         let started = Instant::now();
         let chunk = classifier.classify(&inputs[range.clone()]).map_err(|error| match error {
