@@ -39,6 +39,9 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         if args.message.is_some() {
             bail!("pass either a message or --jsonl, not both");
         }
+        if !args.context.is_empty() {
+            bail!("--context applies to a single message; with --jsonl, put a \"context\" list in each line");
+        }
         return classify_jsonl(&classifier, args.batch_size);
     }
     let Some(text) = args.message else {
