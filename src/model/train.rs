@@ -158,10 +158,10 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
 
     let mut tuned = None;
     if config.tune_layers > 0 {
-        let layers = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &train_targets, &train_embeddings, &dev_texts, &dev_targets)?;
-        train_embeddings = layers.embed_all(encoder, &layers_input(encoder, cache_dir, layers.first, &train_texts)?)?;
-        dev_embeddings = layers.embed_all(encoder, &layers_input(encoder, cache_dir, layers.first, &dev_texts)?)?;
-        tuned = Some(layers);
+        let outcome = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &train_targets, &train_embeddings, &dev_texts, &dev_targets)?;
+        train_embeddings = outcome.train_embeddings;
+        dev_embeddings = outcome.dev_embeddings;
+        tuned = Some(outcome.layers);
     }
 
     let device = Device::Cpu;
@@ -215,17 +215,16 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     Ok(TrainOutcome { model_dir: model_dir.to_path_buf(), dev_metrics })
 }
 
-/// Returns the cached hidden states entering layer `first` for `texts`.
-fn layers_input(encoder: &Encoder, cache_dir: &Path, first: usize, texts: &[String]) -> Result<Vec<Tensor>> {
-    let mut cache = HiddenCache::open(cache_dir, &encoder.info().checksum, first)?;
-    let states = cache.states(encoder, first, texts)?;
-    cache.save()?;
-    Ok(states)
+/// Fine-tuned encoder layers and the embeddings they give the training and dev texts.
+struct TunedOutcome {
+    layers: TrainableLayers,
+    train_embeddings: Vec<Vec<f32>>,
+    dev_embeddings: Vec<Vec<f32>>,
 }
 
 /// Fine-tunes the top `config.tune_layers` encoder layers jointly with temporary heads and
-/// returns the layers of the epoch with the best dev score. The heads kept in the model are
-/// trained afterwards, from scratch, on the embeddings of the tuned encoder.
+/// returns the layers of the epoch with the best dev score, with the embeddings they give. The
+/// heads kept in the model are trained afterwards, from scratch, on those embeddings.
 #[allow(clippy::too_many_arguments)]
 fn tune_encoder(
     encoder: &Encoder,
@@ -237,15 +236,17 @@ fn tune_encoder(
     train_embeddings: &[Vec<f32>],
     dev_texts: &[String],
     dev_targets: &[Target],
-) -> Result<TrainableLayers> {
+) -> Result<TunedOutcome> {
     let device = Device::Cpu;
     let total_layers = encoder.bert().layers().len();
     if config.tune_layers > total_layers {
         bail!("cannot tune {} layers: the encoder has {total_layers}", config.tune_layers);
     }
     let first = total_layers - config.tune_layers;
-    let train_hidden = layers_input(encoder, cache_dir, first, train_texts)?;
-    let dev_hidden = layers_input(encoder, cache_dir, first, dev_texts)?;
+    let mut cache = HiddenCache::open(cache_dir, &encoder.info().checksum, first)?;
+    let train_hidden = cache.states(encoder, first, train_texts)?;
+    let dev_hidden = cache.states(encoder, first, dev_texts)?;
+    cache.save()?;
     let layers = TrainableLayers::from_encoder(encoder, first)?;
 
     let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
@@ -295,7 +296,9 @@ fn tune_encoder(
     let (score, best_epoch, snapshot) = best.context("fine-tuning ran no epoch")?;
     layers.restore(&snapshot)?;
     tracing::info!(best_epoch, dev_score = score, first_layer = first, "kept the encoder layers with the best dev score");
-    Ok(layers)
+    let train_embeddings = layers.embed_all(encoder, &train_hidden)?;
+    let dev_embeddings = layers.embed_all(encoder, &dev_hidden)?;
+    Ok(TunedOutcome { layers, train_embeddings, dev_embeddings })
 }
 
 /// Returns an inverted-dropout mask `[rows, width]` that keeps each unit with probability
