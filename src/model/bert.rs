@@ -6,16 +6,22 @@
 //!   towards the resident set;
 //! - the query, key and value projections of each layer are one fused matrix product;
 //! - the top layers can be replaced by fine-tuned tensors from the classifier's model folder,
-//!   and the same layer code runs with differentiable layer norm and softmax for training.
+//!   and the same layer code runs with differentiable layer norm and softmax for training;
+//! - inference ([`Bert::forward`]) goes through the packed, inference-only path of
+//!   [`super::infer`], which owns the layer weights. The candle layers are rebuilt from them
+//!   the first time training code calls [`Bert::layers`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use memmap2::Mmap;
 use serde::Deserialize;
+
+use super::infer::{self, PackedLayer};
 
 /// The parts of a BERT `config.json` this forward pass uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,8 +59,22 @@ pub struct Bert {
     /// Position embeddings with the (constant) token-type 0 embedding already added.
     positions: Tensor,
     embedding_norm: Norm,
-    layers: Vec<Layer>,
+    /// `positions` and `embedding_norm` as plain vectors, for [`Bert::forward_packed`].
+    plain: PlainEmbeddings,
+    /// The layer weights, once, in the layout of the inference path.
+    packed: Vec<PackedLayer>,
+    /// The same layers as candle tensors, built on first use by [`Bert::layers`] (training and
+    /// the candle forward pass), so that serving keeps one copy of the weights.
+    layers: OnceLock<Vec<Layer>>,
     device: Device,
+}
+
+/// Position embeddings (`[max positions, hidden]`, token type 0 added) and the embedding
+/// layer norm, copied out of their tensors once (under 1 MB).
+struct PlainEmbeddings {
+    positions: Vec<f32>,
+    norm_weight: Vec<f32>,
+    norm_bias: Vec<f32>,
 }
 
 /// Weight tensors of one transformer layer. Matrices are stored as `[in, out]` so a forward
@@ -193,18 +213,32 @@ impl Bert {
             bias: source.get("embeddings.LayerNorm.bias", &[h])?,
             eps: config.layer_norm_eps,
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(&source, &config, i))
+        let packed = (0..config.num_hidden_layers)
+            .map(|i| PackedLayer::from_layer(&Layer::load(&source, &config, i)?, &config))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Bert { config, words, positions, embedding_norm, layers, device })
+        let plain = PlainEmbeddings {
+            positions: positions.flatten_all()?.to_vec1()?,
+            norm_weight: embedding_norm.weight.to_vec1()?,
+            norm_bias: embedding_norm.bias.to_vec1()?,
+        };
+        Ok(Bert { config, words, positions, embedding_norm, plain, packed, layers: OnceLock::new(), device })
     }
 
     pub fn config(&self) -> &BertConfig {
         &self.config
     }
 
+    /// The layers as candle tensors. The first call builds them from the packed weights (about
+    /// 85 MB for multilingual-e5-small); inference does not need them.
     pub fn layers(&self) -> &[Layer] {
-        &self.layers
+        self.layers.get_or_init(|| {
+            self.packed
+                .iter()
+                .map(|layer| layer.to_layer(self.config.layer_norm_eps, &self.device))
+                .collect::<Result<Vec<_>>>()
+                // Only tensor creation from vectors of the right size can fail here.
+                .expect("rebuilding candle layers from packed weights")
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -242,20 +276,69 @@ impl Bert {
     /// Runs layers `from..to` on hidden states `[batch, seq, hidden]`.
     pub fn run_layers(&self, hidden: Tensor, batch: &Batch, from: usize, to: usize) -> Result<Tensor> {
         let mut hidden = hidden;
-        for layer in &self.layers[from..to] {
+        for layer in &self.layers()[from..to] {
             hidden = layer.forward(&hidden, &batch.attention_bias, &self.config, Mode::Inference)?;
         }
         Ok(hidden)
     }
 
-    /// Last hidden states of a batch of token sequences (each at most the model's maximum).
+    /// Last hidden states of a batch of token sequences (each at most the model's maximum),
+    /// padded to the longest one: `[batch, longest, hidden]`, and the batch's mask. Computed by
+    /// [`Bert::forward_packed`].
     pub fn forward(&self, sequences: &[Vec<u32>]) -> Result<(Tensor, Batch)> {
+        let h = self.config.hidden_size;
+        let packed = self.forward_packed(sequences)?;
+        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut padded = vec![0f32; lengths.len() * longest * h];
+        let mut rows = packed.chunks_exact(h);
+        for (sequence, &len) in padded.chunks_exact_mut(longest * h).zip(&lengths) {
+            for out in sequence.chunks_exact_mut(h).take(len) {
+                out.copy_from_slice(rows.next().expect("packed states hold every token"));
+            }
+        }
+        let hidden = Tensor::from_vec(padded, (lengths.len(), longest, h), &self.device)?;
+        Ok((hidden, Batch::from_lengths(&lengths, &self.device)?))
+    }
+
+    /// Last hidden states of token sequences (each at most the model's maximum), one sequence
+    /// after another with no padding: `[sum of lengths, hidden]`, row-major.
+    ///
+    /// This is the inference path of the service ([`super::infer`]); it computes the same
+    /// function as [`Bert::forward_candle`], up to float rounding.
+    pub fn forward_packed(&self, sequences: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let h = self.config.hidden_size;
+        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        if let Some(&len) = lengths.iter().find(|&&len| len > self.config.max_position_embeddings) {
+            bail!("a sequence has {len} tokens, more than the model's {}", self.config.max_position_embeddings);
+        }
+        let mut x = vec![0f32; lengths.iter().sum::<usize>() * h];
+        let mut rows = x.chunks_exact_mut(h);
+        for sequence in sequences {
+            for (&id, position) in sequence.iter().zip(self.plain.positions.chunks_exact(h)) {
+                let row = rows.next().expect("x has a row per token");
+                self.words.read_row(id as usize, row)?;
+                for (value, p) in row.iter_mut().zip(position) {
+                    *value += p;
+                }
+            }
+        }
+        let eps = self.config.layer_norm_eps as f32;
+        infer::norm_rows(&mut x, h, &self.plain.norm_weight, &self.plain.norm_bias, eps);
+        infer::run_layers(&self.packed, &self.config, &mut x, &lengths)?;
+        Ok(x)
+    }
+
+    /// [`Bert::forward`] through the candle layers of [`Layer::forward`] in
+    /// [`Mode::Inference`], on the padded batch: the reference that the packed path is tested
+    /// against.
+    pub fn forward_candle(&self, sequences: &[Vec<u32>]) -> Result<(Tensor, Batch)> {
         let (ids, seq, batch) = self.batch(sequences)?;
         if seq > self.config.max_position_embeddings {
             bail!("a sequence has {seq} tokens, more than the model's {}", self.config.max_position_embeddings);
         }
         let hidden = self.embed_tokens(&ids, sequences.len(), seq)?;
-        let hidden = self.run_layers(hidden, &batch, 0, self.layers.len())?;
+        let hidden = self.run_layers(hidden, &batch, 0, self.config.num_hidden_layers)?;
         Ok((hidden, batch))
     }
 }
@@ -510,6 +593,90 @@ mod tests {
         let split = matmul_on_two_threads(&x, &weight).unwrap();
         let gap = (plain - split).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(gap < 1e-5, "split and plain products differ by {gap}");
+    }
+
+    fn max_gap(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Runs random layers on sequences of these lengths through the candle path (padded) and
+    /// the packed path of `infer`, and returns the largest difference over real tokens.
+    fn packed_gap(lengths: &[usize]) -> f32 {
+        let device = Device::Cpu;
+        let config = BertConfig { num_hidden_layers: 2, max_position_embeddings: 128, ..tiny_config() };
+        let layers: Vec<Layer> = (0..2)
+            .map(|_| {
+                let tensors: Vec<Tensor> = random_layer(&device).iter().map(|v| v.as_tensor().clone()).collect();
+                Layer::from_tensors(&tensors, 1e-12).unwrap()
+            })
+            .collect();
+        let packed: Vec<PackedLayer> = layers.iter().map(|l| PackedLayer::from_layer(l, &config).unwrap()).collect();
+        let longest = *lengths.iter().max().unwrap();
+        let x = Tensor::randn(0f32, 1.0, (lengths.len(), longest, 8), &device).unwrap();
+        let batch = Batch::from_lengths(lengths, &device).unwrap();
+
+        let mut reference = x.clone();
+        for layer in &layers {
+            reference = layer.forward(&reference, &batch.attention_bias, &config, Mode::Inference).unwrap();
+        }
+        let real = |t: &Tensor| -> Tensor {
+            let rows: Vec<Tensor> = lengths.iter().enumerate().map(|(b, &len)| t.get(b).unwrap().narrow(0, 0, len).unwrap()).collect();
+            Tensor::cat(&rows, 0).unwrap()
+        };
+        let mut states: Vec<f32> = real(&x).flatten_all().unwrap().to_vec1().unwrap();
+        infer::run_layers(&packed, &config, &mut states, lengths).unwrap();
+        let states = Tensor::from_vec(states, (lengths.iter().sum::<usize>(), 8), &device).unwrap();
+        max_gap(&real(&reference), &states)
+    }
+
+    #[test]
+    fn packed_path_matches_candle_on_a_short_batch() {
+        // Few rows: weight products split by columns.
+        let gap = packed_gap(&[5, 3, 1]);
+        assert!(gap < 1e-4, "packed and candle outputs differ by {gap}");
+    }
+
+    #[test]
+    fn packed_path_matches_candle_on_a_long_batch() {
+        // Many rows: weight products split by rows, when the pool has several threads.
+        let gap = packed_gap(&[120, 97, 7, 64]);
+        assert!(gap < 1e-4, "packed and candle outputs differ by {gap}");
+    }
+
+    #[test]
+    fn packed_forward_matches_candle_from_a_weights_file() {
+        let device = Device::Cpu;
+        let config = BertConfig { num_hidden_layers: 2, ..tiny_config() };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let mut tensors = HashMap::new();
+        let mut add = |name: String, shape: &[usize]| {
+            tensors.insert(name, Tensor::randn(0f32, 0.5, shape, &device).unwrap());
+        };
+        add(WORD_EMBEDDINGS.into(), &[config.vocab_size, h]);
+        add("embeddings.position_embeddings.weight".into(), &[config.max_position_embeddings, h]);
+        add("embeddings.token_type_embeddings.weight".into(), &[2, h]);
+        add("embeddings.LayerNorm.weight".into(), &[h]);
+        add("embeddings.LayerNorm.bias".into(), &[h]);
+        for layer in 0..config.num_hidden_layers {
+            let shapes: [&[usize]; 16] =
+                [&[h, h], &[h], &[h, h], &[h], &[h, h], &[h], &[h, h], &[h], &[h], &[h], &[i, h], &[i], &[h, i], &[h], &[h], &[h]];
+            for (name, shape) in layer_tensor_names(layer).into_iter().zip(shapes) {
+                add(name, shape);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let bert = Bert::load(config, &path, &HashMap::new()).unwrap();
+
+        let sequences = vec![vec![0, 5, 9, 2, 2, 7, 1], vec![0, 3, 1], vec![4]];
+        let (fast, fast_batch) = bert.forward(&sequences).unwrap();
+        let (reference, reference_batch) = bert.forward_candle(&sequences).unwrap();
+        // Padding rows differ (zeros against computed values): compare under the mask.
+        let mask = reference_batch.mask.unsqueeze(2).unwrap();
+        let gap = max_gap(&fast.broadcast_mul(&mask).unwrap(), &reference.broadcast_mul(&mask).unwrap());
+        assert!(gap < 1e-4, "packed and candle forward passes differ by {gap}");
+        assert_eq!(max_gap(&fast_batch.mask, &reference_batch.mask), 0.0);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The sentence encoder: XLM-R tokenizer, the BERT forward pass of [`super::bert`], mean pooling
 //! under the attention mask and L2 normalisation, as multilingual-e5-small is meant to be used.
 //!
-//! Every input gets the `query: ` prefix. A batch is padded to its longest member and goes
-//! through one forward pass. Padding is masked out of both attention and pooling, so a text's
-//! vector does not depend on the batch it is in (up to float rounding).
+//! Every input gets the `query: ` prefix. A batch goes through the packed inference path of
+//! [`Bert::forward_packed`], which has no padding, so a text's vector does not depend on the
+//! batch it is in (up to float rounding).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -50,7 +50,8 @@ impl Encoder {
     pub fn load_tuned(dir: &Path, model_dir: &Path, tuned: &TunedEncoder) -> Result<Self> {
         let overrides = load_tuned(model_dir, tuned)?;
         let mut encoder = Self::load_with(dir, &overrides)?;
-        let layers = encoder.model.layers().len();
+        // From the config: `layers()` would build candle copies of every layer.
+        let layers = encoder.model.config().num_hidden_layers;
         let expected: HashSet<String> = (tuned.first_layer..layers).flat_map(layer_tensor_names).collect();
         if let Some(name) = overrides.keys().find(|name| !expected.contains(*name)) {
             bail!("{} contains {name}, which is not a tensor of layers {}..{layers}", tuned.file, tuned.first_layer);
@@ -172,8 +173,9 @@ impl Encoder {
         self.embed_ids(&sequences)
     }
 
-    /// Embeds token sequences (each with special tokens, at most `max_tokens` long) in one
-    /// forward pass and returns one unit-norm vector per sequence.
+    /// Embeds token sequences (each with special tokens, at most `max_tokens` long) and returns
+    /// one unit-norm vector per sequence. Sequences go through forward passes of at most
+    /// [`TOKEN_BUDGET`] tokens (see [`length_groups`]).
     pub fn embed_ids(&self, sequences: &[TokenIds]) -> Result<Vec<Vec<f32>>> {
         if sequences.is_empty() {
             return Ok(Vec::new());
@@ -185,53 +187,66 @@ impl Encoder {
         if sequences.iter().any(Vec::is_empty) {
             bail!("cannot embed an empty token sequence");
         }
+        let h = self.model.config().hidden_size;
         let mut vectors = vec![Vec::new(); sequences.len()];
         for group in length_groups(sequences) {
             let members: Vec<TokenIds> = group.iter().map(|&i| sequences[i].clone()).collect();
-            let (hidden, batch) = self.model.forward(&members)?;
-            let pooled = mean_pool(&hidden, &batch.mask)?;
-            let rows: Vec<Vec<f32>> = l2_normalize(&pooled)?.to_vec2()?;
-            for (&i, row) in group.iter().zip(rows) {
-                vectors[i] = row;
+            let hidden = self.model.forward_packed(&members)?;
+            let mut start = 0;
+            for &i in &group {
+                let len = sequences[i].len();
+                vectors[i] = pool_and_normalize(&hidden[start * h..(start + len) * h], h);
+                start += len;
             }
         }
         Ok(vectors)
     }
 }
 
-/// Most padded tokens (longest member times members) in one forward pass. It bounds the
-/// attention scores of a pass to about 12 heads × 1024 × 512 floats (25 MB).
-const PADDED_TOKEN_BUDGET: usize = 1024;
+/// Maximum number of tokens in one forward pass. The activations of a pass take about 15 KB per token
+/// (hidden size 384), so 1,024 tokens need about 16 MB.
+pub const TOKEN_BUDGET: usize = 1024;
 
-/// Largest share of padding accepted in a forward pass, over the real tokens.
-const MAX_PADDING_RATIO: f64 = 0.25;
-
-/// Splits sequence indices into forward passes of similar lengths.
+/// Splits sequence indices into forward passes of at most [`TOKEN_BUDGET`] tokens (a longer
+/// sequence goes alone).
 ///
-/// A batch is padded to its longest member, so one long message in a batch of short ones
-/// multiplies the work of all the others. Indices are sorted by length and cut into groups whose
-/// padded size stays within [`PADDED_TOKEN_BUDGET`] and whose padding stays under
-/// [`MAX_PADDING_RATIO`] of the real tokens (plus a few tokens of slack for short messages).
+/// The packed forward pass has no padding, so lengths need not match within a pass. Indices are
+/// still sorted by length, so a batch of similar messages gives the same passes whatever its
+/// order.
 pub fn length_groups(sequences: &[TokenIds]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..sequences.len()).collect();
     order.sort_by_key(|&i| sequences[i].len());
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut real_tokens = 0;
+    let mut tokens = 0;
     for i in order {
         let len = sequences[i].len();
-        if let Some(group) = groups.last_mut() {
-            let padded = len * (group.len() + 1);
-            let allowed_padding = ((real_tokens + len) as f64 * MAX_PADDING_RATIO) as usize + 8;
-            if padded <= PADDED_TOKEN_BUDGET && padded <= real_tokens + len + allowed_padding {
+        match groups.last_mut() {
+            Some(group) if tokens + len <= TOKEN_BUDGET => {
                 group.push(i);
-                real_tokens += len;
-                continue;
+                tokens += len;
+            }
+            _ => {
+                groups.push(vec![i]);
+                tokens = len;
             }
         }
-        groups.push(vec![i]);
-        real_tokens = len;
     }
     groups
+}
+
+/// Mean of the token states `[len, h]` of one sequence, scaled to unit L2 norm: the same as
+/// [`mean_pool`] then [`l2_normalize`] on a padded batch.
+fn pool_and_normalize(states: &[f32], h: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; h];
+    for row in states.chunks_exact(h) {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    let count = (states.len() / h) as f32;
+    let mean: Vec<f32> = sum.iter().map(|s| s / count).collect();
+    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    mean.iter().map(|v| v / norm).collect()
 }
 
 /// Averages token states `[batch, seq, dim]` over the positions where `mask` is 1.
@@ -254,16 +269,14 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn length_groups_split_long_from_short() {
-        let sequences: Vec<TokenIds> = [20, 22, 300, 21, 512, 25, 19].iter().map(|&n| vec![1; n]).collect();
+    fn length_groups_fill_passes_in_length_order() {
+        let sequences: Vec<TokenIds> = [20, 22, 300, 21, 512, 25, 19, 600, 700].iter().map(|&n| vec![1; n]).collect();
         let groups = length_groups(&sequences);
 
         let mut seen: Vec<usize> = groups.concat();
         seen.sort();
         assert_eq!(seen, (0..sequences.len()).collect::<Vec<_>>());
-        assert_eq!(groups[0], vec![6, 0, 3, 1, 5]);
-        assert_eq!(groups[1], vec![2]);
-        assert_eq!(groups[2], vec![4]);
+        assert_eq!(groups, vec![vec![6, 0, 3, 1, 5, 2, 4], vec![7], vec![8]]);
     }
 
     #[test]
@@ -271,8 +284,21 @@ mod tests {
         let sequences: Vec<TokenIds> = (0..40).map(|_| vec![1; 100]).collect();
         let groups = length_groups(&sequences);
 
-        assert!(groups.iter().all(|g| g.len() * 100 <= PADDED_TOKEN_BUDGET));
+        assert!(groups.iter().all(|g| g.len() * 100 <= TOKEN_BUDGET));
         assert_eq!(groups.len(), 4);
+    }
+
+    #[test]
+    fn pool_and_normalize_matches_the_tensor_functions() {
+        let device = Device::Cpu;
+        let states = [1f32, 2., -3., 0.5, 4., 4., 2., -1., 0.25];
+        let hidden = Tensor::from_slice(&states, (1, 3, 3), &device).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1]], &device).unwrap();
+        let expected: Vec<Vec<f32>> = l2_normalize(&mean_pool(&hidden, &mask).unwrap()).unwrap().to_vec2().unwrap();
+        let ours = pool_and_normalize(&states, 3);
+        for (a, b) in ours.iter().zip(&expected[0]) {
+            assert!((a - b).abs() < 1e-6, "{a} against {b}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod e5s1;
 pub mod encoder;
 pub mod finetune;
 pub mod heads;
+pub mod infer;
 pub mod lexical;
 pub mod manifest;
 pub mod train;
