@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::model::base::PinnedBase;
 use crate::model::encoder::Encoder;
@@ -43,6 +43,22 @@ pub struct Args {
     #[arg(long, env = "CYBERTRIAGE_TRAIN_WEIGHT_DECAY", default_value_t = TrainConfig::default().weight_decay)]
     pub weight_decay: f64,
 
+    /// Number of folds: one ensemble member is trained per fold, with that fold held out, and
+    /// the thresholds are tuned on every held-out prediction. 1 holds out a single dev split of
+    /// 15 % instead, as fine-tuning requires.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_FOLDS", default_value_t = TrainConfig::default().folds)]
+    pub folds: usize,
+
+    /// Weight of each urgency level in the urgency loss, low, medium, high and critical, comma
+    /// separated.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_URGENCY_WEIGHTS", value_delimiter = ',', value_name = "LOW,MEDIUM,HIGH,CRITICAL", default_values_t = TrainConfig::default().urgency_class_weights)]
+    pub urgency_weights: Vec<f32>,
+
+    /// Also write each training example's held-out probabilities (id, gold labels and scores,
+    /// no text) to this JSONL file, to review labels and thresholds.
+    #[arg(long)]
+    pub held_out_scores: Option<PathBuf>,
+
     /// Number of top encoder layers to fine-tune before training the heads (0: heads only).
     #[arg(long, env = "CYBERTRIAGE_TRAIN_TUNE_LAYERS", default_value_t = TrainConfig::default().tune_layers)]
     pub tune_layers: usize,
@@ -72,6 +88,9 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         dropout: args.dropout,
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
+        folds: args.folds,
+        urgency_class_weights: args.urgency_weights.as_slice().try_into().context("--urgency-weights takes four numbers")?,
+        held_out_scores: args.held_out_scores,
         tune_layers: args.tune_layers,
         tune_epochs: args.tune_epochs,
         tune_learning_rate: args.tune_learning_rate,

@@ -26,6 +26,13 @@ pub struct HeadsConfig {
     pub hidden_dim: usize,
     /// Hashed lexical feature buckets, fed to a linear layer beside the embedding MLP.
     pub lexical_buckets: usize,
+    /// Number of ensemble members, each trained with a different fold held out.
+    #[serde(default = "one_member")]
+    pub members: usize,
+}
+
+fn one_member() -> usize {
+    1
 }
 
 /// Total outputs of all heads, the width of the lexical layer.
@@ -159,29 +166,30 @@ impl Heads {
             .collect())
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors = HashMap::new();
-        tensors.insert("input.mean".to_string(), self.input_mean.clone());
-        tensors.insert("input.scale".to_string(), self.input_scale.clone());
-        let idf = Tensor::new(self.lexical.idf.as_slice(), self.input_mean.device())?;
-        tensors.insert("lexical.idf".to_string(), idf);
+    /// Adds this member's tensors to `tensors`, each name prefixed with `prefix`. The IDF vector
+    /// is shared by all members and saved once by [`HeadEnsemble::save`].
+    fn insert_tensors(&self, prefix: &str, tensors: &mut HashMap<String, Tensor>) {
+        tensors.insert(format!("{prefix}input.mean"), self.input_mean.clone());
+        tensors.insert(format!("{prefix}input.scale"), self.input_scale.clone());
         for (name, layer) in LAYER_NAMES.iter().zip(self.layers()) {
-            tensors.insert(format!("{name}.weight"), layer.weight.as_tensor().clone());
-            tensors.insert(format!("{name}.bias"), layer.bias.as_tensor().clone());
+            tensors.insert(format!("{prefix}{name}.weight"), layer.weight.as_tensor().clone());
+            tensors.insert(format!("{prefix}{name}.bias"), layer.bias.as_tensor().clone());
         }
-        candle_core::safetensors::save(&tensors, path).with_context(|| format!("failed to write {}", path.display()))
     }
 
-    /// Loads heads and checks every tensor's shape against `config` and the taxonomy.
-    pub fn load(path: &Path, config: HeadsConfig, device: &Device) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, device)
-            .with_context(|| format!("failed to read head weights {}", path.display()))?;
+    /// Takes one member's tensors (names prefixed with `prefix`) and checks every shape against
+    /// `config` and the taxonomy.
+    fn from_tensors(tensors: &HashMap<String, Tensor>, prefix: &str, config: HeadsConfig, lexical: Lexical, path: &Path) -> Result<Self> {
         let take = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear> {
-            let weight = tensors.get(&format!("{name}.weight")).with_context(|| format!("{} has no {name}.weight", path.display()))?;
-            let bias = tensors.get(&format!("{name}.bias")).with_context(|| format!("{} has no {name}.bias", path.display()))?;
+            let weight = tensors
+                .get(&format!("{prefix}{name}.weight"))
+                .with_context(|| format!("{} has no {prefix}{name}.weight", path.display()))?;
+            let bias = tensors
+                .get(&format!("{prefix}{name}.bias"))
+                .with_context(|| format!("{} has no {prefix}{name}.bias", path.display()))?;
             if weight.dims() != [out_dim, in_dim] || bias.dims() != [out_dim] {
                 anyhow::bail!(
-                    "{}: {name} has shape {:?}, expected [{out_dim}, {in_dim}]; the label scheme or head size changed, retrain",
+                    "{}: {prefix}{name} has shape {:?}, expected [{out_dim}, {in_dim}]; the label scheme or head size changed, retrain",
                     path.display(),
                     weight.dims()
                 );
@@ -189,22 +197,18 @@ impl Heads {
             Ok(Linear { weight: Var::from_tensor(weight)?, bias: Var::from_tensor(bias)? })
         };
         let input = |name: &str| -> Result<Tensor> {
-            let tensor = tensors.get(name).with_context(|| format!("{} has no {name}", path.display()))?;
+            let tensor = tensors.get(&format!("{prefix}{name}")).with_context(|| format!("{} has no {prefix}{name}", path.display()))?;
             if tensor.dims() != [config.input_dim] {
-                anyhow::bail!("{}: {name} has shape {:?}, expected [{}]", path.display(), tensor.dims(), config.input_dim);
+                anyhow::bail!("{}: {prefix}{name} has shape {:?}, expected [{}]", path.display(), tensor.dims(), config.input_dim);
             }
             Ok(tensor.clone())
         };
-        let idf = tensors.get("lexical.idf").with_context(|| format!("{} has no lexical.idf", path.display()))?;
-        if idf.dims() != [config.lexical_buckets] {
-            anyhow::bail!("{}: lexical.idf has shape {:?}, expected [{}]", path.display(), idf.dims(), config.lexical_buckets);
-        }
         let hidden = config.hidden_dim;
         Ok(Heads {
             config,
             input_mean: input("input.mean")?,
             input_scale: input("input.scale")?,
-            lexical: Lexical { idf: idf.to_vec1()? },
+            lexical,
             lexical_linear: take("lexical", OUTPUTS, config.lexical_buckets)?,
             hidden: take("hidden", hidden, config.input_dim)?,
             categories: take("categories", CATEGORIES.len(), hidden)?,
@@ -212,6 +216,121 @@ impl Heads {
             urgency: take("urgency", URGENCIES.len(), hidden)?,
             speaker: take("speaker", SPEAKERS.len(), hidden)?,
         })
+    }
+}
+
+/// Heads trained on different folds of the training data. Their probabilities are averaged,
+/// which steadies the scores of messages unlike any training example. All members share one
+/// lexical vocabulary (IDF vector).
+pub struct HeadEnsemble {
+    members: Vec<Heads>,
+}
+
+impl HeadEnsemble {
+    pub fn new(members: Vec<Heads>) -> Result<Self> {
+        let Some(first) = members.first() else { anyhow::bail!("an ensemble needs at least one member") };
+        if members.iter().any(|m| m.config.input_dim != first.config.input_dim || m.lexical.idf != first.lexical.idf) {
+            anyhow::bail!("ensemble members must share the input size and the lexical vocabulary");
+        }
+        Ok(HeadEnsemble { members })
+    }
+
+    pub fn members(&self) -> &[Heads] {
+        &self.members
+    }
+
+    /// The lexical vocabulary, shared by every member.
+    pub fn lexical(&self) -> &Lexical {
+        &self.members[0].lexical
+    }
+
+    /// The shape recorded in the manifest, with the member count.
+    pub fn config(&self) -> HeadsConfig {
+        HeadsConfig { members: self.members.len(), ..self.members[0].config }
+    }
+
+    /// Mean of the members' probabilities for each row of `embeddings`.
+    pub fn predict(&self, embeddings: &Tensor, lexical: &[&SparseFeatures]) -> Result<Vec<HeadScores>> {
+        let mut sum = self.members[0].predict(embeddings, lexical)?;
+        for member in &self.members[1..] {
+            for (total, scores) in sum.iter_mut().zip(member.predict(embeddings, lexical)?) {
+                total.add(&scores);
+            }
+        }
+        let scale = 1.0 / self.members.len() as f32;
+        for scores in &mut sum {
+            scores.scale(scale);
+        }
+        Ok(sum)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        let first = &self.members[0];
+        let idf = Tensor::new(first.lexical.idf.as_slice(), first.input_mean.device())?;
+        tensors.insert("lexical.idf".to_string(), idf);
+        for (index, member) in self.members.iter().enumerate() {
+            member.insert_tensors(&member_prefix(index, self.members.len()), &mut tensors);
+        }
+        candle_core::safetensors::save(&tensors, path).with_context(|| format!("failed to write {}", path.display()))
+    }
+
+    /// Loads `config.members` members and checks every tensor's shape against `config` and the
+    /// taxonomy.
+    pub fn load(path: &Path, config: HeadsConfig, device: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, device)
+            .with_context(|| format!("failed to read head weights {}", path.display()))?;
+        let idf = tensors.get("lexical.idf").with_context(|| format!("{} has no lexical.idf", path.display()))?;
+        if idf.dims() != [config.lexical_buckets] {
+            anyhow::bail!("{}: lexical.idf has shape {:?}, expected [{}]", path.display(), idf.dims(), config.lexical_buckets);
+        }
+        let lexical = Lexical { idf: idf.to_vec1()? };
+        let members = (0..config.members.max(1))
+            .map(|index| {
+                let member_config = HeadsConfig { members: 1, ..config };
+                Heads::from_tensors(&tensors, &member_prefix(index, config.members), member_config, lexical.clone(), path)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expected = 1 + members.len() * (2 + 2 * LAYER_NAMES.len());
+        if tensors.len() != expected {
+            anyhow::bail!(
+                "{} holds {} tensors, but {} member(s) need {expected}; the manifest and the weights do not match",
+                path.display(),
+                tensors.len(),
+                members.len()
+            );
+        }
+        HeadEnsemble::new(members)
+    }
+}
+
+/// Tensor name prefix of ensemble member `index`: none for a single member, so that a
+/// single-member file reads like a plain set of heads.
+fn member_prefix(index: usize, members: usize) -> String {
+    if members <= 1 { String::new() } else { format!("member{index}.") }
+}
+
+impl HeadScores {
+    fn add(&mut self, other: &HeadScores) {
+        let pairs = [
+            (&mut self.categories, &other.categories),
+            (&mut self.intent, &other.intent),
+            (&mut self.urgency, &other.urgency),
+            (&mut self.speaker, &other.speaker),
+        ];
+        for (total, values) in pairs {
+            for (t, v) in total.iter_mut().zip(values) {
+                *t += v;
+            }
+        }
+    }
+
+    fn scale(&mut self, factor: f32) {
+        for values in [&mut self.categories, &mut self.intent, &mut self.urgency, &mut self.speaker] {
+            for v in values.iter_mut() {
+                *v *= factor;
+            }
+        }
     }
 }
 
@@ -223,7 +342,7 @@ mod tests {
     #[test]
     fn save_load_round_trip_keeps_outputs() {
         let device = Device::Cpu;
-        let config = HeadsConfig { input_dim: 8, hidden_dim: 5, lexical_buckets: 32 };
+        let config = HeadsConfig { input_dim: 8, hidden_dim: 5, lexical_buckets: 32, members: 1 };
         let input = Tensor::from_vec((0..16).map(|i| i as f32 / 16.0).collect::<Vec<_>>(), (2, 8), &device).unwrap();
         let texts = ["il me harcèle".to_string(), "bonjour".to_string()];
         let lexical = Lexical::fit(&texts, 32);
@@ -234,8 +353,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(HEADS_FILE);
-        heads.save(&path).unwrap();
-        let loaded = Heads::load(&path, config, &device).unwrap();
+        HeadEnsemble::new(vec![heads]).unwrap().save(&path).unwrap();
+        let loaded = HeadEnsemble::load(&path, config, &device).unwrap();
         assert_eq!(loaded.predict(&input, &rows).unwrap(), before);
     }
 
@@ -243,7 +362,7 @@ mod tests {
     fn probabilities_have_expected_shapes() {
         let device = Device::Cpu;
         let input = Tensor::rand(0f32, 1.0, (3, 8), &device).unwrap();
-        let config = HeadsConfig { input_dim: 8, hidden_dim: 4, lexical_buckets: 16 };
+        let config = HeadsConfig { input_dim: 8, hidden_dim: 4, lexical_buckets: 16, members: 1 };
         let lexical = Lexical::fit(&["a".to_string()], 16);
         let heads = Heads::init(config, &input, lexical, &mut StdRng::seed_from_u64(2), &device).unwrap();
         let empty = SparseFeatures::new();
@@ -258,13 +377,46 @@ mod tests {
     fn wrong_shape_is_rejected() {
         let device = Device::Cpu;
         let input = Tensor::rand(0f32, 1.0, (3, 8), &device).unwrap();
-        let config = HeadsConfig { input_dim: 8, hidden_dim: 4, lexical_buckets: 16 };
+        let config = HeadsConfig { input_dim: 8, hidden_dim: 4, lexical_buckets: 16, members: 1 };
         let lexical = Lexical::fit(&["a".to_string()], 16);
         let heads = Heads::init(config, &input, lexical, &mut StdRng::seed_from_u64(3), &device).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(HEADS_FILE);
-        heads.save(&path).unwrap();
-        let error = Heads::load(&path, HeadsConfig { input_dim: 8, hidden_dim: 6, lexical_buckets: 16 }, &device).err().unwrap();
+        HeadEnsemble::new(vec![heads]).unwrap().save(&path).unwrap();
+        let error = HeadEnsemble::load(&path, HeadsConfig { input_dim: 8, hidden_dim: 6, lexical_buckets: 16, members: 1 }, &device).err().unwrap();
         assert!(error.to_string().contains("retrain"), "{error}");
+    }
+
+    #[test]
+    fn ensemble_averages_members_and_round_trips() {
+        let device = Device::Cpu;
+        let config = HeadsConfig { input_dim: 8, hidden_dim: 4, lexical_buckets: 16, members: 1 };
+        let input = Tensor::rand(0f32, 1.0, (2, 8), &device).unwrap();
+        let lexical = Lexical::fit(&["il me menace".to_string(), "merci".to_string()], 16);
+        let features = [lexical.features("il me menace"), lexical.features("merci")];
+        let rows: Vec<&SparseFeatures> = features.iter().collect();
+        let members: Vec<Heads> = (0..3)
+            .map(|seed| Heads::init(config, &input, lexical.clone(), &mut StdRng::seed_from_u64(seed), &device).unwrap())
+            .collect();
+        let single: Vec<Vec<HeadScores>> = members.iter().map(|m| m.predict(&input, &rows).unwrap()).collect();
+        let ensemble = HeadEnsemble::new(members).unwrap();
+        let averaged = ensemble.predict(&input, &rows).unwrap();
+        for row in 0..2 {
+            for c in 0..CATEGORIES.len() {
+                let mean = single.iter().map(|s| s[row].categories[c]).sum::<f32>() / 3.0;
+                assert!((averaged[row].categories[c] - mean).abs() < 1e-6);
+            }
+            assert!((averaged[row].urgency.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HEADS_FILE);
+        ensemble.save(&path).unwrap();
+        assert_eq!(ensemble.config().members, 3);
+        let loaded = HeadEnsemble::load(&path, ensemble.config(), &device).unwrap();
+        assert_eq!(loaded.predict(&input, &rows).unwrap(), averaged);
+        // A manifest that names fewer members than the file holds is refused.
+        let error = HeadEnsemble::load(&path, HeadsConfig { members: 2, ..config }, &device).err().unwrap();
+        assert!(error.to_string().contains("do not match"), "{error}");
     }
 }

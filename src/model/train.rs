@@ -21,12 +21,12 @@ use sha2::{Digest, Sha256};
 use super::bert::Mode;
 use super::encoder::{Encoder, EMBEDDING_DIM};
 use super::finetune::{length_batches, HiddenCache, TrainableLayers, TwoRateOptimizer, ENCODER_FILE};
-use super::heads::{HeadScores, Heads, HeadsConfig, HEADS_FILE};
+use super::heads::{HeadEnsemble, HeadScores, Heads, HeadsConfig, HEADS_FILE};
 use super::lexical::{Lexical, SparseFeatures};
-use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT};
+use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT, RULES_FILE};
 use crate::data::{read_examples, Example};
 use crate::triage::normalize::normalize;
-use crate::triage::rules::fold;
+use crate::triage::rules::{fold, RuleSet};
 use crate::triage::taxonomy::{index_of, Urgency, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
 
 /// Hyper-parameters of one training run, recorded in the manifest.
@@ -53,6 +53,10 @@ pub struct TrainConfig {
     pub under_triage_cost: f32,
     /// Minimum dev recall on critical examples that the urgency thresholds must keep.
     pub min_critical_recall: f32,
+    /// Number of folds, each held out by one member of the head ensemble; 1 holds out a
+    /// single dev split of `dev_fraction` and trains one member.
+    #[serde(default = "one_fold")]
+    pub folds: usize,
     /// Number of top encoder layers to fine-tune before the heads are trained (0: heads only).
     #[serde(default)]
     pub tune_layers: usize,
@@ -65,6 +69,10 @@ pub struct TrainConfig {
     /// Examples per step while fine-tuning.
     #[serde(default)]
     pub tune_batch_size: usize,
+    /// Where to write each example's held-out probabilities (JSONL: id, gold labels and
+    /// scores, no text), for reviewing labels and thresholds. Not recorded in the manifest.
+    #[serde(skip)]
+    pub held_out_scores: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -83,15 +91,22 @@ impl Default for TrainConfig {
             augment: true,
             under_triage_cost: 3.0,
             min_critical_recall: 0.97,
+            folds: 5,
             tune_layers: 0,
             tune_epochs: 4,
             tune_learning_rate: 1e-4,
             tune_batch_size: 32,
+            held_out_scores: None,
         }
     }
 }
 
+fn one_fold() -> usize {
+    1
+}
+
 /// A labeled example turned into training targets.
+#[derive(Clone)]
 pub struct Target {
     categories: Vec<f32>,
     intent: u32,
@@ -126,64 +141,107 @@ pub struct TrainOutcome {
 
 /// Trains heads on every `*.jsonl` file in `data_dir` and writes them into `model_dir`, which
 /// must already hold `rules.json` and `resources.json` (those are edited by hand, not trained).
+///
+/// With `config.folds` of 2 or more, the examples are cut into that many folds and one member
+/// of a head ensemble is trained per fold, with that fold held out for early stopping. Every
+/// example then has a prediction from a member that never trained on it, and the thresholds
+/// are tuned on all of those held-out predictions. With one fold, a single dev split of
+/// `config.dev_fraction` is held out instead (required for fine-tuning).
 pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &TrainConfig, cache_dir: &Path) -> Result<TrainOutcome> {
     let (examples, data_sha256) = read_training_data(data_dir)?;
     tracing::info!(examples = examples.len(), "training data read");
     let mut rng = StdRng::seed_from_u64(config.seed);
+    let folds = held_out_folds(examples.len(), config, &mut rng)?;
+    if config.tune_layers > 0 && folds.len() != 1 {
+        bail!("fine-tuning encoder layers needs a single dev split: train with one fold");
+    }
 
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.shuffle(&mut rng);
-    let dev_len = (examples.len() as f64 * config.dev_fraction).round() as usize;
-    let (dev_indices, train_indices) = order.split_at(dev_len);
-
-    let mut cache = EmbeddingCache::open(cache_dir, &encoder.info().checksum)?;
-    let mut train_texts: Vec<String> = train_indices.iter().map(|&i| normalize(&examples[i].text)).collect();
-    let mut train_targets: Vec<Target> = train_indices.iter().map(|&i| Target::from_example(&examples[i])).collect::<Result<_>>()?;
-    if config.augment {
-        for &i in train_indices {
-            let variant = augment(&normalize(&examples[i].text), &mut rng);
-            if variant != normalize(&examples[i].text) {
-                train_texts.push(variant);
-                train_targets.push(Target::from_example(&examples[i])?);
+    let texts: Vec<String> = examples.iter().map(|e| normalize(&e.text)).collect();
+    let targets: Vec<Target> = examples.iter().map(Target::from_example).collect::<Result<_>>()?;
+    // One chat-style variant per example, drawn once; it joins the training rows whenever its
+    // example is on the training side of a fold.
+    let variants: Vec<Option<String>> = texts
+        .iter()
+        .map(|text| {
+            if !config.augment {
+                return None;
             }
-        }
-    }
-    let dev_texts: Vec<String> = dev_indices.iter().map(|&i| normalize(&examples[i].text)).collect();
-    let dev_targets: Vec<Target> = dev_indices.iter().map(|&i| Target::from_example(&examples[i])).collect::<Result<_>>()?;
+            let variant = augment(text, &mut rng);
+            (variant != *text).then_some(variant)
+        })
+        .collect();
+    let variant_texts: Vec<String> = variants.iter().flatten().cloned().collect();
 
-    tracing::info!(train = train_texts.len(), dev = dev_texts.len(), "embedding");
-    let mut train_embeddings = cache.embed(encoder, &train_texts)?;
-    let mut dev_embeddings = cache.embed(encoder, &dev_texts)?;
+    tracing::info!(texts = texts.len(), variants = variant_texts.len(), folds = folds.len(), "embedding");
+    let mut cache = EmbeddingCache::open(cache_dir, &encoder.info().checksum)?;
+    let embeddings = cache.embed(encoder, &texts)?;
+    let mut variant_embeddings = cache.embed(encoder, &variant_texts)?.into_iter();
     cache.save()?;
+    let variant_embeddings: Vec<Option<Vec<f32>>> = variants.iter().map(|v| v.as_ref().and_then(|_| variant_embeddings.next())).collect();
 
-    let mut tuned = None;
-    if config.tune_layers > 0 {
-        let outcome = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &train_targets, &train_embeddings, &dev_texts, &dev_targets)?;
-        train_embeddings = outcome.train_embeddings;
-        dev_embeddings = outcome.dev_embeddings;
-        tuned = Some(outcome.layers);
-    }
+    let lexical = Lexical::fit(&texts.iter().chain(&variant_texts).cloned().collect::<Vec<_>>(), config.lexical_buckets);
+    let features: Vec<SparseFeatures> = texts.iter().map(|t| lexical.features(t)).collect();
+    let variant_features: Vec<Option<SparseFeatures>> = variants.iter().map(|v| v.as_ref().map(|t| lexical.features(t))).collect();
 
     let device = Device::Cpu;
-    let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
-    let train_tensor = Tensor::from_vec(train_embeddings.concat(), (train_texts.len(), EMBEDDING_DIM), &device)?;
-    let lexical = Lexical::fit(&train_texts, config.lexical_buckets);
-    let train_lexical: Vec<SparseFeatures> = train_texts.iter().map(|t| lexical.features(t)).collect();
-    let dev_lexical: Vec<SparseFeatures> = dev_texts.iter().map(|t| lexical.features(t)).collect();
-    let heads = Heads::init(heads_config, &train_tensor, lexical, &mut rng, &device)?;
-    let train_split = Split { embeddings: &train_embeddings, lexical: &train_lexical, targets: &train_targets };
-    let dev_split = Split { embeddings: &dev_embeddings, lexical: &dev_lexical, targets: &dev_targets };
-    let best_epoch = fit(&heads, &train_split, &dev_split, config, &mut rng)?;
+    let heads_config =
+        HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets, members: 1 };
+    let mut members = Vec::new();
+    let mut best_epochs = Vec::new();
+    let mut held_out: Vec<(usize, HeadScores)> = Vec::new();
+    let mut tuned = None;
+    for (fold, dev_indices) in folds.iter().enumerate() {
+        let mut is_dev = vec![false; examples.len()];
+        dev_indices.iter().for_each(|&i| is_dev[i] = true);
+        let mut rows = Rows::default();
+        let mut train_texts = Vec::new();
+        for i in (0..examples.len()).filter(|&i| !is_dev[i]) {
+            rows.push(&embeddings[i], &features[i], &targets[i]);
+            train_texts.push(texts[i].clone());
+            if let (Some(embedding), Some(features), Some(text)) = (&variant_embeddings[i], &variant_features[i], &variants[i]) {
+                rows.push(embedding, features, &targets[i]);
+                train_texts.push(text.clone());
+            }
+        }
+        let mut dev = Rows::default();
+        dev_indices.iter().for_each(|&i| dev.push(&embeddings[i], &features[i], &targets[i]));
+        tracing::info!(fold = fold + 1, folds = folds.len(), train = rows.targets.len(), dev = dev.targets.len(), "training a member");
 
-    let dev_tensor = Tensor::from_vec(dev_embeddings.concat(), (dev_texts.len(), EMBEDDING_DIM), &device)?;
-    let dev_scores = heads.predict(&dev_tensor, &dev_lexical.iter().collect::<Vec<_>>())?;
-    let thresholds = tune_thresholds(&dev_scores, &dev_targets, config);
-    let mut dev_metrics = dev_metrics(&dev_scores, &dev_targets, &thresholds);
-    dev_metrics["best_epoch"] = best_epoch.into();
+        if config.tune_layers > 0 {
+            let dev_texts: Vec<String> = dev_indices.iter().map(|&i| texts[i].clone()).collect();
+            let outcome = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &rows.split(), &dev_texts, &dev.split())?;
+            rows.embeddings = outcome.train_embeddings;
+            dev.embeddings = outcome.dev_embeddings;
+            tuned = Some(outcome.layers);
+        }
+
+        let train_tensor = Tensor::from_vec(rows.embeddings.concat(), (rows.targets.len(), EMBEDDING_DIM), &device)?;
+        let heads = Heads::init(heads_config, &train_tensor, lexical.clone(), &mut rng, &device)?;
+        best_epochs.push(fit(&heads, &rows.split(), &dev.split(), config, &mut rng)?);
+        let dev_tensor = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), EMBEDDING_DIM), &device)?;
+        let scores = heads.predict(&dev_tensor, &dev.lexical.iter().collect::<Vec<_>>())?;
+        held_out.extend(dev_indices.iter().copied().zip(scores));
+        members.push(heads);
+    }
+    held_out.sort_by_key(|(i, _)| *i);
+    if let Some(path) = &config.held_out_scores {
+        write_held_out_scores(path, &examples, &held_out)?;
+    }
+    let held_out_ids: Vec<usize> = held_out.iter().map(|(i, _)| *i).collect();
+    let held_out_targets: Vec<Target> = held_out_ids.iter().map(|&i| targets[i].clone()).collect();
+    let held_out_scores: Vec<HeadScores> = held_out.into_iter().map(|(_, s)| s).collect();
+    // The served urgency is the thresholded one raised by the rules, so the thresholds are tuned
+    // for what the rules leave to the heads.
+    let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
+    let held_out_floors: Vec<Option<Urgency>> = held_out_ids.iter().map(|&i| rules.apply(&texts[i]).raise.map(|(level, _)| level)).collect();
+    let thresholds = tune_thresholds(&held_out_scores, &held_out_targets, &held_out_floors, config);
+    let mut dev_metrics = dev_metrics(&held_out_scores, &held_out_targets, &held_out_floors, &thresholds);
+    dev_metrics["best_epoch"] = if best_epochs.len() == 1 { best_epochs[0].into() } else { best_epochs.into() };
     tracing::info!(metrics = %dev_metrics, "dev metrics");
 
+    let ensemble = HeadEnsemble::new(members)?;
     fs::create_dir_all(model_dir).with_context(|| format!("failed to create {}", model_dir.display()))?;
-    heads.save(&model_dir.join(HEADS_FILE))?;
+    ensemble.save(&model_dir.join(HEADS_FILE))?;
     let encoder_file = model_dir.join(ENCODER_FILE);
     let tuned_encoder = match &tuned {
         Some(layers) => Some(layers.save(&encoder_file)?),
@@ -199,13 +257,13 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
         name: model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("cybertriage").to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         base: BaseRef { name: encoder.info().name.clone(), checksum: encoder.info().checksum.clone() },
-        heads: heads_config,
+        heads: ensemble.config(),
         labels: LabelLists::from_taxonomy(),
         thresholds,
         training: TrainingRecord {
             data_sha256,
             examples: examples.len(),
-            dev_examples: dev_texts.len(),
+            dev_examples: held_out_targets.len(),
             config: serde_json::to_value(config)?,
             dev_metrics: dev_metrics.clone(),
         },
@@ -213,6 +271,69 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     };
     manifest.write(model_dir)?;
     Ok(TrainOutcome { model_dir: model_dir.to_path_buf(), dev_metrics })
+}
+
+/// Writes one JSON line per held-out example: its id, gold labels and predicted probabilities.
+fn write_held_out_scores(path: &Path, examples: &[Example], held_out: &[(usize, HeadScores)]) -> Result<()> {
+    let mut out = String::new();
+    for (i, scores) in held_out {
+        let example = &examples[*i];
+        let line = serde_json::json!({
+            "id": example.id,
+            "categories": example.categories,
+            "intent": example.intent,
+            "urgency": example.urgency,
+            "speaker": example.speaker,
+            "scores": {
+                "categories": scores.categories,
+                "intent": scores.intent,
+                "urgency": scores.urgency,
+                "speaker": scores.speaker,
+            },
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    fs::write(path, out).with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// The held-out example indices of each fold: `config.folds` disjoint folds covering every
+/// example, or a single dev split of `config.dev_fraction` when `config.folds` is 1.
+fn held_out_folds(examples: usize, config: &TrainConfig, rng: &mut StdRng) -> Result<Vec<Vec<usize>>> {
+    let mut order: Vec<usize> = (0..examples).collect();
+    order.shuffle(rng);
+    match config.folds {
+        0 => bail!("the number of folds must be at least 1"),
+        1 => {
+            let dev_len = (examples as f64 * config.dev_fraction).round() as usize;
+            if dev_len == 0 || dev_len == examples {
+                bail!("a dev fraction of {} leaves no dev or no training example", config.dev_fraction);
+            }
+            Ok(vec![order[..dev_len].to_vec()])
+        }
+        folds if folds > examples => bail!("{folds} folds for {examples} examples"),
+        folds => Ok((0..folds).map(|k| order.iter().copied().skip(k).step_by(folds).collect()).collect()),
+    }
+}
+
+/// Training or dev rows of one fold, owned.
+#[derive(Default)]
+struct Rows {
+    embeddings: Vec<Vec<f32>>,
+    lexical: Vec<SparseFeatures>,
+    targets: Vec<Target>,
+}
+
+impl Rows {
+    fn push(&mut self, embedding: &[f32], lexical: &SparseFeatures, target: &Target) {
+        self.embeddings.push(embedding.to_vec());
+        self.lexical.push(lexical.clone());
+        self.targets.push(target.clone());
+    }
+
+    fn split(&self) -> Split<'_> {
+        Split { embeddings: &self.embeddings, lexical: &self.lexical, targets: &self.targets }
+    }
 }
 
 /// Fine-tuned encoder layers and the embeddings they give the training and dev texts.
@@ -232,10 +353,9 @@ fn tune_encoder(
     cache_dir: &Path,
     rng: &mut StdRng,
     train_texts: &[String],
-    train_targets: &[Target],
-    train_embeddings: &[Vec<f32>],
+    train: &Split,
     dev_texts: &[String],
-    dev_targets: &[Target],
+    dev: &Split,
 ) -> Result<TunedOutcome> {
     let device = Device::Cpu;
     let total_layers = encoder.bert().layers().len();
@@ -249,13 +369,13 @@ fn tune_encoder(
     cache.save()?;
     let layers = TrainableLayers::from_encoder(encoder, first)?;
 
-    let heads_config = HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets };
-    let base_tensor = Tensor::from_vec(train_embeddings.concat(), (train_texts.len(), EMBEDDING_DIM), &device)?;
+    let heads_config =
+        HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets, members: 1 };
+    let base_tensor = Tensor::from_vec(train.embeddings.concat(), (train.targets.len(), EMBEDDING_DIM), &device)?;
     let lexical = Lexical::fit(train_texts, config.lexical_buckets);
-    let train_lexical: Vec<SparseFeatures> = train_texts.iter().map(|t| lexical.features(t)).collect();
-    let dev_lexical: Vec<SparseFeatures> = dev_texts.iter().map(|t| lexical.features(t)).collect();
     let heads = Heads::init(heads_config, &base_tensor, lexical, rng, &device)?;
-    let train_split = Split { embeddings: train_embeddings, lexical: &train_lexical, targets: train_targets };
+    let train_split = Split { embeddings: train.embeddings, lexical: train.lexical, targets: train.targets };
+    let (dev_lexical, dev_targets) = (dev.lexical, dev.targets);
 
     // Train the heads on the frozen encoder first, so that fine-tuning starts from useful
     // heads instead of pushing random gradients into the pretrained layers.
@@ -330,8 +450,8 @@ pub fn read_training_data(data_dir: &Path) -> Result<(Vec<Example>, String)> {
     Ok((examples, hex::encode(hasher.finalize())))
 }
 
-/// Returns a chat-style variant of a text: accents stripped, lower case, and a few common
-/// SMS spellings, chosen by the seeded generator.
+/// Returns a chat-style variant of a text: accents stripped, lower case, a few common SMS
+/// spellings and sometimes an emoji or filler at the end, chosen by the seeded generator.
 fn augment(text: &str, rng: &mut StdRng) -> String {
     let mut out = fold(text);
     const SPELLINGS: [(&str, &str); 10] = [
@@ -353,6 +473,12 @@ fn augment(text: &str, rng: &mut StdRng) -> String {
     }
     if rng.gen_bool(0.3) {
         out = out.replace(['.', ',', '!', '?'], "");
+    }
+    // Chat endings that do not change what a message is about. Laughing emoji are left out:
+    // they can turn a threat into banter.
+    const ENDINGS: [&str; 10] = [" 😔", " 😭", " 💔", " 🙏", " 😢", " 🥺", " 😞", " svp", " x", " ..."];
+    if rng.gen_bool(0.35) {
+        out.push_str(ENDINGS[rng.gen_range(0..ENDINGS.len())]);
     }
     out
 }
@@ -460,7 +586,9 @@ fn weighted_cross_entropy(logits: &Tensor, targets: &Tensor, class_weights: &Ten
 
 /// Picks per-category thresholds (best F1 on dev) and cumulative urgency thresholds (lowest
 /// triage cost on dev, keeping critical recall at or above the configured minimum).
-pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], config: &TrainConfig) -> Thresholds {
+/// `floors[i]`, when set, is the level the rules raise example `i` to: the urgency decided from
+/// the thresholds is never taken below it, as in serving.
+pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgency>], config: &TrainConfig) -> Thresholds {
     let grid: Vec<f32> = (2..=38).map(|i| i as f32 * 0.025).collect();
     let mut categories = BTreeMap::new();
     for (c, category) in CATEGORIES.iter().enumerate() {
@@ -489,7 +617,7 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], config: &Train
         for &high in &coarse {
             for &critical in &critical_grid {
                 let levels = [medium, high, critical];
-                let predictions: Vec<Urgency> = scores.iter().map(|s| urgency_with(&s.urgency, levels)).collect();
+                let predictions: Vec<Urgency> = scores.iter().zip(floors).map(|(s, floor)| decided_urgency(&s.urgency, levels, *floor)).collect();
                 let critical_gold = targets.iter().filter(|t| t.urgency == 3).count();
                 let critical_found = predictions.iter().zip(targets).filter(|(p, t)| t.urgency == 3 && **p == Urgency::Critical).count();
                 let recall = if critical_gold > 0 { critical_found as f32 / critical_gold as f32 } else { 1.0 };
@@ -520,6 +648,12 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], config: &Train
     Thresholds { categories, urgency, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
 }
 
+/// The thresholded urgency, raised to the rules' level when that is higher.
+fn decided_urgency(probabilities: &[f32], levels: [f32; 3], floor: Option<Urgency>) -> Urgency {
+    let level = urgency_with(probabilities, levels);
+    floor.map_or(level, |floor| level.max(floor))
+}
+
 fn urgency_with(probabilities: &[f32], levels: [f32; 3]) -> Urgency {
     for (level, threshold) in [(Urgency::Critical, levels[2]), (Urgency::High, levels[1]), (Urgency::Medium, levels[0])] {
         if probabilities[level.index()..].iter().sum::<f32>() >= threshold {
@@ -542,7 +676,7 @@ fn binary_f1(pairs: impl Iterator<Item = (bool, bool)>) -> f32 {
     if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
 }
 
-fn dev_metrics(scores: &[HeadScores], targets: &[Target], thresholds: &Thresholds) -> serde_json::Value {
+fn dev_metrics(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgency>], thresholds: &Thresholds) -> serde_json::Value {
     let mut per_category = BTreeMap::new();
     let mut f1_sum = 0f32;
     for (c, category) in CATEGORIES.iter().enumerate() {
@@ -552,7 +686,7 @@ fn dev_metrics(scores: &[HeadScores], targets: &[Target], thresholds: &Threshold
         f1_sum += f1;
     }
     let levels = [thresholds.urgency["medium"], thresholds.urgency["high"], thresholds.urgency["critical"]];
-    let predicted: Vec<Urgency> = scores.iter().map(|s| urgency_with(&s.urgency, levels)).collect();
+    let predicted: Vec<Urgency> = scores.iter().zip(floors).map(|(s, floor)| decided_urgency(&s.urgency, levels, *floor)).collect();
     let count = |f: &dyn Fn(Urgency, u32) -> bool| predicted.iter().zip(targets).filter(|(p, t)| f(**p, t.urgency)).count() as f32;
     let critical_gold = count(&|_, g| g == 3);
     let critical_predicted = count(&|p, _| p == Urgency::Critical);
@@ -651,6 +785,38 @@ mod tests {
         assert_eq!(urgency_with(&[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.35]), Urgency::Critical);
         assert_eq!(urgency_with(&[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.45]), Urgency::High);
         assert_eq!(urgency_with(&[0.7, 0.1, 0.1, 0.1], [0.5, 0.5, 0.45]), Urgency::Low);
+    }
+
+    fn target(urgency: u32) -> Target {
+        Target { categories: vec![0.0; CATEGORIES.len()], intent: 0, urgency, speaker: 0 }
+    }
+
+    fn scores(urgency: [f32; 4]) -> HeadScores {
+        HeadScores { categories: vec![0.0; CATEGORIES.len()], intent: vec![0.0; INTENTS.len()], urgency: urgency.to_vec(), speaker: vec![0.0; SPEAKERS.len()] }
+    }
+
+    #[test]
+    fn rule_floors_count_when_tuning_urgency() {
+        // Two critical examples the heads barely see, which the rules raise, and two low ones
+        // with a slightly higher critical probability.
+        let scores = [scores([0.9, 0.05, 0.04, 0.01]), scores([0.9, 0.05, 0.04, 0.01]), scores([0.9, 0.04, 0.04, 0.02]), scores([0.9, 0.04, 0.04, 0.02])];
+        let targets = [target(3), target(3), target(0), target(0)];
+        let config = TrainConfig::default();
+        let critical_of_low = |thresholds: &Thresholds| {
+            let levels = [thresholds.urgency["medium"], thresholds.urgency["high"], thresholds.urgency["critical"]];
+            urgency_with(&scores[2].urgency, levels) == Urgency::Critical
+        };
+
+        // Without the rules, full critical recall needs a threshold that also takes the low ones.
+        let without = tune_thresholds(&scores, &targets, &[None; 4], &config);
+        assert!(critical_of_low(&without));
+        // With the rules raising the critical ones, the threshold no longer has to.
+        let floors = [Some(Urgency::Critical), Some(Urgency::Critical), None, None];
+        let with = tune_thresholds(&scores, &targets, &floors, &config);
+        assert!(!critical_of_low(&with));
+        assert_eq!(decided_urgency(&scores[0].urgency, [0.5, 0.5, 0.5], floors[0]), Urgency::Critical);
+        // A floor never lowers the thresholded level.
+        assert_eq!(decided_urgency(&[0.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5], Some(Urgency::Medium)), Urgency::Critical);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::normalize::normalize;
 use super::rules::{RuleOutcome, RuleSet};
 use crate::model::base::{BaseInfo, PinnedBase};
 use crate::model::encoder::{Encoder, EMBEDDING_DIM};
-use crate::model::heads::{HeadScores, Heads, HEADS_FILE};
+use crate::model::heads::{HeadEnsemble, HeadScores, HEADS_FILE};
 use crate::model::lexical::SparseFeatures;
 use crate::model::manifest::{Manifest, RESOURCES_FILE, RULES_FILE};
 
@@ -75,7 +75,7 @@ pub fn default_model_dir(models_dir: &Path) -> PathBuf {
 /// there is context, the context and message joined.
 pub struct Classifier {
     encoder: Encoder,
-    heads: Heads,
+    heads: HeadEnsemble,
     rules: RuleSet,
     decision: DecisionLayer,
     manifest: Manifest,
@@ -119,7 +119,7 @@ impl Classifier {
                 manifest.encoder.as_ref().map(|t| &t.sha256)
             );
         }
-        let heads = Heads::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
+        let heads = HeadEnsemble::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
         let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
         let resources = Resources::load(&model_dir.join(RESOURCES_FILE))?;
         let model = ModelInfo {
@@ -180,7 +180,7 @@ impl Classifier {
             let rows = vectors.len();
             let flat: Vec<f32> = vectors.into_iter().flatten().collect();
             let embeddings = Tensor::from_vec(flat, (rows, EMBEDDING_DIM), &Device::Cpu)?;
-            let lexical: Vec<SparseFeatures> = chunk.iter().map(|&i| self.heads.lexical.features(&sequences[i].text)).collect();
+            let lexical: Vec<SparseFeatures> = chunk.iter().map(|&i| self.heads.lexical().features(&sequences[i].text)).collect();
             let lexical_rows: Vec<&SparseFeatures> = lexical.iter().collect();
             for (&i, head_scores) in chunk.iter().zip(self.heads.predict(&embeddings, &lexical_rows)?) {
                 scores[i] = Some(head_scores);
