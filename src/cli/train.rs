@@ -89,7 +89,7 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
         folds: args.folds,
-        urgency_class_weights: args.urgency_weights.as_slice().try_into().context("--urgency-weights takes four numbers")?,
+        urgency_class_weights: args.urgency_weights.as_slice().try_into().context("invalid --urgency-weights: give four numbers, for example 1,1,1.3,2")?,
         held_out_scores: args.held_out_scores,
         tune_layers: args.tune_layers,
         tune_epochs: args.tune_epochs,

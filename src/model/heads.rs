@@ -228,7 +228,7 @@ pub struct HeadEnsemble {
 
 impl HeadEnsemble {
     pub fn new(members: Vec<Heads>) -> Result<Self> {
-        let Some(first) = members.first() else { anyhow::bail!("an ensemble needs at least one member") };
+        let Some(first) = members.first() else { anyhow::bail!("invalid ensemble: no member") };
         if members.iter().any(|m| m.config.input_dim != first.config.input_dim || m.lexical.idf != first.lexical.idf) {
             anyhow::bail!("ensemble members must share the input size and the lexical vocabulary");
         }
@@ -239,17 +239,17 @@ impl HeadEnsemble {
         &self.members
     }
 
-    /// The lexical vocabulary, shared by every member.
+    /// Returns the lexical vocabulary, shared by every member.
     pub fn lexical(&self) -> &Lexical {
         &self.members[0].lexical
     }
 
-    /// The shape recorded in the manifest, with the member count.
+    /// Returns the shape recorded in the manifest, with the member count.
     pub fn config(&self) -> HeadsConfig {
         HeadsConfig { members: self.members.len(), ..self.members[0].config }
     }
 
-    /// Mean of the members' probabilities for each row of `embeddings`.
+    /// Returns the mean of the members' probabilities for each row of `embeddings`.
     pub fn predict(&self, embeddings: &Tensor, lexical: &[&SparseFeatures]) -> Result<Vec<HeadScores>> {
         let mut sum = self.members[0].predict(embeddings, lexical)?;
         for member in &self.members[1..] {
@@ -294,7 +294,7 @@ impl HeadEnsemble {
         let expected = 1 + members.len() * (2 + 2 * LAYER_NAMES.len());
         if tensors.len() != expected {
             anyhow::bail!(
-                "{} holds {} tensors, but {} member(s) need {expected}; the manifest and the weights do not match",
+                "{} contains {} tensors, but {} member(s) need {expected}: the manifest and the weights do not match, retrain",
                 path.display(),
                 tensors.len(),
                 members.len()
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(ensemble.config().members, 3);
         let loaded = HeadEnsemble::load(&path, ensemble.config(), &device).unwrap();
         assert_eq!(loaded.predict(&input, &rows).unwrap(), averaged);
-        // A manifest that names fewer members than the file holds is refused.
+        // A manifest that names fewer members than the file contains is rejected.
         let error = HeadEnsemble::load(&path, HeadsConfig { members: 2, ..config }, &device).err().unwrap();
         assert!(error.to_string().contains("do not match"), "{error}");
     }

@@ -53,8 +53,8 @@ pub struct TrainConfig {
     pub under_triage_cost: f32,
     /// Minimum dev recall on critical examples that the urgency thresholds must keep.
     pub min_critical_recall: f32,
-    /// Number of folds, each held out by one member of the head ensemble; 1 holds out a
-    /// single dev split of `dev_fraction` and trains one member.
+    /// Number of folds, each held out by one member of the head ensemble. 1 holds out a single
+    /// dev split of `dev_fraction` and trains one member.
     #[serde(default = "one_fold")]
     pub folds: usize,
     /// Number of top encoder layers to fine-tune before the heads are trained (0: heads only).
@@ -69,8 +69,8 @@ pub struct TrainConfig {
     /// Examples per step while fine-tuning.
     #[serde(default)]
     pub tune_batch_size: usize,
-    /// Where to write each example's held-out probabilities (JSONL: id, gold labels and
-    /// scores, no text), for reviewing labels and thresholds. Not recorded in the manifest.
+    /// Path of the JSONL file that receives each example's held-out probabilities (id, gold
+    /// labels and scores, no text), for reviewing labels and thresholds. Not in the manifest.
     #[serde(skip)]
     pub held_out_scores: Option<PathBuf>,
 }
@@ -158,7 +158,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
 
     let texts: Vec<String> = examples.iter().map(|e| normalize(&e.text)).collect();
     let targets: Vec<Target> = examples.iter().map(Target::from_example).collect::<Result<_>>()?;
-    // One chat-style variant per example, drawn once; it joins the training rows whenever its
+    // One chat-style variant per example, drawn once. It joins the training rows whenever its
     // example is on the training side of a fold.
     let variants: Vec<Option<String>> = texts
         .iter()
@@ -297,13 +297,13 @@ fn write_held_out_scores(path: &Path, examples: &[Example], held_out: &[(usize, 
     fs::write(path, out).with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// The held-out example indices of each fold: `config.folds` disjoint folds covering every
-/// example, or a single dev split of `config.dev_fraction` when `config.folds` is 1.
+/// Returns the held-out example indices of each fold: `config.folds` disjoint folds covering
+/// every example, or a single dev split of `config.dev_fraction` when `config.folds` is 1.
 fn held_out_folds(examples: usize, config: &TrainConfig, rng: &mut StdRng) -> Result<Vec<Vec<usize>>> {
     let mut order: Vec<usize> = (0..examples).collect();
     order.shuffle(rng);
     match config.folds {
-        0 => bail!("the number of folds must be at least 1"),
+        0 => bail!("invalid number of folds 0: use 1 or more"),
         1 => {
             let dev_len = (examples as f64 * config.dev_fraction).round() as usize;
             if dev_len == 0 || dev_len == examples {
@@ -311,7 +311,7 @@ fn held_out_folds(examples: usize, config: &TrainConfig, rng: &mut StdRng) -> Re
             }
             Ok(vec![order[..dev_len].to_vec()])
         }
-        folds if folds > examples => bail!("{folds} folds for {examples} examples"),
+        folds if folds > examples => bail!("cannot cut {examples} examples into {folds} folds: use at most {examples}"),
         folds => Ok((0..folds).map(|k| order.iter().copied().skip(k).step_by(folds).collect()).collect()),
     }
 }
@@ -648,7 +648,7 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Opti
     Thresholds { categories, urgency, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
 }
 
-/// The thresholded urgency, raised to the rules' level when that is higher.
+/// Returns the thresholded urgency, raised to the rules' level when that is higher.
 fn decided_urgency(probabilities: &[f32], levels: [f32; 3], floor: Option<Urgency>) -> Urgency {
     let level = urgency_with(probabilities, levels);
     floor.map_or(level, |floor| level.max(floor))
@@ -817,6 +817,29 @@ mod tests {
         assert_eq!(decided_urgency(&scores[0].urgency, [0.5, 0.5, 0.5], floors[0]), Urgency::Critical);
         // A floor never lowers the thresholded level.
         assert_eq!(decided_urgency(&[0.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5], Some(Urgency::Medium)), Urgency::Critical);
+    }
+
+    #[test]
+    fn folds_partition_the_examples() {
+        let config = TrainConfig { folds: 5, ..TrainConfig::default() };
+        let folds = held_out_folds(23, &config, &mut StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(folds.len(), 5);
+        let mut all: Vec<usize> = folds.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert!(folds.iter().all(|fold| fold.len() == 4 || fold.len() == 5));
+    }
+
+    #[test]
+    fn one_fold_is_a_dev_split() {
+        let config = TrainConfig { folds: 1, dev_fraction: 0.2, ..TrainConfig::default() };
+        let folds = held_out_folds(50, &config, &mut StdRng::seed_from_u64(1)).unwrap();
+        assert_eq!(folds.len(), 1);
+        assert_eq!(folds[0].len(), 10);
+        let zero = TrainConfig { folds: 0, ..TrainConfig::default() };
+        assert!(held_out_folds(50, &zero, &mut StdRng::seed_from_u64(1)).is_err());
+        let too_many = TrainConfig { folds: 60, ..TrainConfig::default() };
+        assert!(held_out_folds(50, &too_many, &mut StdRng::seed_from_u64(1)).is_err());
     }
 
     #[test]
