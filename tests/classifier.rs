@@ -170,15 +170,15 @@ fn cli_classify_jsonl_keeps_order() {
     use std::io::Write;
     let stdin = child.stdin.as_mut().unwrap();
     writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
-    writeln!(stdin, r#"{{"text": "jai envie d'en finir"}}"#).unwrap();
+    writeln!(stdin, r#"{{"id": "msg-7", "text": "jai envie d'en finir"}}"#).unwrap();
     writeln!(stdin, r#"{{"text": "il dit qu'il va les envoyer ce soir", "context": ["il a des photos de moi"]}}"#).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<Classification> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let raw: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(raw[0].get("id").is_none());
+    assert_eq!(raw[1]["id"], "msg-7");
+    let lines: Vec<Classification> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0].urgency.level, "low");
     assert_eq!(lines[1].urgency.level, "critical");

@@ -15,7 +15,8 @@ pub struct Args {
     #[arg(long)]
     pub context: Vec<String>,
 
-    /// Read `{"text", "context"?}` lines on stdin and write one compact JSON result per line, in order.
+    /// Read `{"text", "context"?, "id"?}` lines on stdin and write one compact JSON result per
+    /// line, in order. An `id` is copied into its result.
     #[arg(long)]
     pub jsonl: bool,
 
@@ -53,22 +54,40 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One `--jsonl` input line: the message, and an optional id copied into its result so that
+/// callers can join results back to their records.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlLine {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    text: String,
+    #[serde(default)]
+    context: Vec<String>,
+}
+
 fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode> {
+    let mut ids = Vec::new();
     let mut inputs = Vec::new();
     for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("failed to read stdin")?;
         if line.trim().is_empty() {
             continue;
         }
-        let input: MessageInput = serde_json::from_str(&line)
-            .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?}}", number + 1))?;
-        inputs.push(input);
+        let parsed: JsonlLine = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1))?;
+        ids.push(parsed.id);
+        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for chunk in inputs.chunks(batch_size) {
-        for result in classifier.classify(chunk).map_err(anyhow::Error::from)? {
-            serde_json::to_writer(&mut out, &result)?;
+    for (chunk, chunk_ids) in inputs.chunks(batch_size).zip(ids.chunks(batch_size)) {
+        for (result, id) in classifier.classify(chunk).map_err(anyhow::Error::from)?.into_iter().zip(chunk_ids) {
+            let mut value = serde_json::to_value(&result)?;
+            if let (Some(id), Some(object)) = (id, value.as_object_mut()) {
+                object.insert("id".to_string(), id.clone());
+            }
+            serde_json::to_writer(&mut out, &value)?;
             writeln!(out)?;
         }
     }
