@@ -169,6 +169,7 @@ fn classification(prediction: &Prediction) -> Classification {
             score: 0.7,
             scores,
             raised_by_rule: None,
+            rules_matched: Vec::new(),
         },
         speaker: LabelScore { id: prediction.speaker.into(), label: label(&SPEAKERS, prediction.speaker), score: 0.93 },
         handoff: Handoff { action: "none".into(), reasons: vec![] },

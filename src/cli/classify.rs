@@ -50,8 +50,15 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
     };
     let input = MessageInput { text, context: args.context };
     let result = classifier.classify(std::slice::from_ref(&input)).map_err(anyhow::Error::from)?;
-    println!("{}", serde_json::to_string_pretty(&result[0])?);
-    Ok(ExitCode::SUCCESS)
+    let mut out = std::io::stdout().lock();
+    // A reader that closes the pipe early (`| head`) is not an error.
+    match writeln!(out, "{}", serde_json::to_string_pretty(&result[0])?) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        written => {
+            written.context("failed to write to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// One `--jsonl` input line: the message, and an optional id copied into its result so that
@@ -76,6 +83,9 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
         }
         let parsed: JsonlLine = serde_json::from_str(&line)
             .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1))?;
+        if parsed.text.trim().is_empty() {
+            bail!("stdin line {}: invalid input: `text` is empty; give the message or remove the line", number + 1);
+        }
         ids.push(parsed.id);
         inputs.push(MessageInput { text: parsed.text, context: parsed.context });
     }

@@ -218,7 +218,8 @@ fn schemas() -> Value {
                 "label": { "type": "string" },
                 "score": score,
                 "scores": { "type": "object", "additionalProperties": score, "description": "Model probability of every level." },
-                "raised_by_rule": { "type": ["string", "null"], "description": "Rule that raised the level above the model's." }
+                "raised_by_rule": { "type": ["string", "null"], "description": "Rule that raised the level above the model's." },
+                "rules_matched": { "type": "array", "items": { "type": "string" }, "description": "Every rule whose wording matched, whether or not it raised the level." }
             }
         },
         "Handoff": {

@@ -56,6 +56,10 @@ pub struct UrgencyResult {
     pub scores: BTreeMap<String, f32>,
     /// Id of the rule that raised the level above the model's, or null.
     pub raised_by_rule: Option<String>,
+    /// Ids of every rule whose wording matched, in rule-file order, whether or not it raised
+    /// the level (the model may already be at or above it).
+    #[serde(default)]
+    pub rules_matched: Vec<String>,
 }
 
 /// Whether a human listener (écoutant) must take over.

@@ -106,6 +106,7 @@ impl DecisionLayer {
                 score: scores.urgency[model_level.index()],
                 scores: URGENCIES.iter().zip(&scores.urgency).map(|(l, p)| (l.id.to_string(), *p)).collect::<BTreeMap<_, _>>(),
                 raised_by_rule,
+                rules_matched: rules.fired.clone(),
             },
             speaker,
             handoff,
@@ -279,6 +280,7 @@ mod tests {
         let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), &outcome, 1);
         assert_eq!(result.urgency.level, "critical");
         assert_eq!(result.urgency.raised_by_rule.as_deref(), Some("suicidal"));
+        assert_eq!(result.urgency.rules_matched, vec!["suicidal".to_string()]);
         assert_eq!(result.detected_categories(), vec!["self_harm"], "none must not stay beside self_harm");
         assert_eq!(result.handoff.action, "now");
         assert_eq!(result.resources[0].id, "urgence");

@@ -188,6 +188,7 @@ pub fn fake_classification(input: &MessageInput) -> Classification {
             score: 0.8,
             scores: taxonomy::URGENCIES.iter().map(|l| (l.id.to_string(), 0.25)).collect::<BTreeMap<_, _>>(),
             raised_by_rule: None,
+            rules_matched: Vec::new(),
         },
         speaker: LabelScore { id: "young_person".into(), label: "Jeune concerné·e".into(), score: 0.7 },
         handoff: Handoff { action: "none".into(), reasons: Vec::new() },
