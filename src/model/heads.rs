@@ -152,7 +152,13 @@ impl Heads {
     /// matching texts.
     pub fn predict(&self, embeddings: &Tensor, lexical: &[&SparseFeatures]) -> Result<Vec<HeadScores>> {
         let lexical = self.lexical.dense(lexical, embeddings.device())?;
-        let outputs = self.forward(embeddings, &lexical, None)?;
+        self.predict_dense(embeddings, &lexical)
+    }
+
+    /// Returns probabilities for each row of `embeddings`, with the dense lexical features
+    /// `[batch, lexical_buckets]` of the matching texts.
+    fn predict_dense(&self, embeddings: &Tensor, lexical: &Tensor) -> Result<Vec<HeadScores>> {
+        let outputs = self.forward(embeddings, lexical, None)?;
         let categories: Vec<Vec<f32>> = candle_nn::ops::sigmoid(&outputs.categories)?.to_vec2()?;
         let softmax = |t: &Tensor| -> Result<Vec<Vec<f32>>> { Ok(candle_nn::ops::softmax_last_dim(t)?.to_vec2()?) };
         let (intent, urgency, speaker) = (softmax(&outputs.intent)?, softmax(&outputs.urgency)?, softmax(&outputs.speaker)?);
@@ -251,9 +257,11 @@ impl HeadEnsemble {
 
     /// Returns the mean of the members' probabilities for each row of `embeddings`.
     pub fn predict(&self, embeddings: &Tensor, lexical: &[&SparseFeatures]) -> Result<Vec<HeadScores>> {
-        let mut sum = self.members[0].predict(embeddings, lexical)?;
+        // The members share the vocabulary, so the dense features are built once for all.
+        let dense = self.lexical().dense(lexical, embeddings.device())?;
+        let mut sum = self.members[0].predict_dense(embeddings, &dense)?;
         for member in &self.members[1..] {
-            for (total, scores) in sum.iter_mut().zip(member.predict(embeddings, lexical)?) {
+            for (total, scores) in sum.iter_mut().zip(member.predict_dense(embeddings, &dense)?) {
                 total.add(&scores);
             }
         }
