@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -102,7 +103,10 @@ pub struct Norm {
 
 /// Rows of the word-embedding matrix, read from the mapped file.
 struct WordTable {
-    map: Mmap,
+    /// Read with positioned reads rather than mapped: mapped rows stay resident in the process,
+    /// and the kernel may map whole cached folios around each row, which added about 150 MB of
+    /// file pages to a server's resident size after a few long messages.
+    file: File,
     offset: usize,
     rows: usize,
     dim: usize,
@@ -519,7 +523,7 @@ impl WordTable {
             bail!("{WORD_EMBEDDINGS} must be F32 [{rows}, {dim}], found {:?} {:?}", view.dtype(), view.shape());
         }
         let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
-        Ok(WordTable { map, offset, rows, dim })
+        Ok(WordTable { file, offset, rows, dim })
     }
 
     fn read_row(&self, id: usize, out: &mut [f32]) -> Result<()> {
@@ -527,7 +531,10 @@ impl WordTable {
             bail!("token id {id} is outside the vocabulary of {}", self.rows);
         }
         let start = self.offset + id * self.dim * 4;
-        let bytes = &self.map[start..start + self.dim * 4];
+        let mut bytes = vec![0u8; self.dim * 4];
+        self.file
+            .read_exact_at(&mut bytes, start as u64)
+            .with_context(|| format!("failed to read the embedding row of token {id}"))?;
         for (value, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
             *value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
