@@ -103,9 +103,9 @@ pub struct Norm {
 
 /// Rows of the word-embedding matrix, read from the mapped file.
 struct WordTable {
-    /// Read with positioned reads rather than mapped: mapped rows stay resident in the process,
-    /// and the kernel may map whole cached folios around each row, which added about 150 MB of
-    /// file pages to a server's resident size after a few long messages.
+    /// The weights file, read row by row with positioned reads. Mapped rows stayed resident in
+    /// the process: after a few long messages they added up to 170 MB of file pages to a
+    /// server's resident size, depending on the page cache.
     file: File,
     offset: usize,
     rows: usize,
