@@ -9,8 +9,8 @@
 //!   single-threaded on parts of the work that this module hands to rayon itself. A small
 //!   input (one short message) is split by weight columns, so each core reads only its half of
 //!   the weights. A large input is split by token rows;
-//! - biases and GELU run inside the part that computed their columns; residual plus layer norm,
-//!   softmax and GELU are plain loops compiled for AVX2 when the CPU has it;
+//! - biases and GELU run inside the part that computed their columns. Residual plus layer
+//!   norm, softmax and GELU are plain loops, compiled for AVX2 when the CPU has it;
 //! - attention runs one task per (sequence, head);
 //! - the activation buffers are allocated once per forward pass and reused by every layer.
 //!
