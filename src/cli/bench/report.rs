@@ -35,6 +35,9 @@ pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,
     pub os: String,
+    /// 1-, 5- and 15-minute load averages when the report is made. They include the benchmark's
+    /// own load, so above the core count something else ran too. `None` without /proc/loadavg.
+    pub load_average: Option<[f64; 3]>,
 }
 
 impl Machine {
@@ -44,8 +47,15 @@ impl Machine {
             cores: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".to_string()),
             os: std::env::consts::OS.to_string(),
+            load_average: std::fs::read_to_string("/proc/loadavg").ok().and_then(|text| load_average(&text)),
         }
     }
+}
+
+/// Parses the three load averages at the start of `/proc/loadavg`.
+fn load_average(loadavg: &str) -> Option<[f64; 3]> {
+    let mut fields = loadavg.split_whitespace().map(str::parse::<f64>);
+    Some([fields.next()?.ok()?, fields.next()?.ok()?, fields.next()?.ok()?])
 }
 
 /// Returns the first `model name` of `/proc/cpuinfo`.
@@ -197,6 +207,9 @@ impl Report {
         let m = &self.machine;
         let source = self.source_commit.as_deref().unwrap_or("unknown commit");
         let _ = writeln!(out, "cybertriage bench ({source}), {}, {} cores, {} ({})", self.date, m.cores, m.cpu_model, m.os);
+        if let Some([one, five, fifteen]) = m.load_average {
+            let _ = writeln!(out, "load average at the end (1, 5, 15 min): {one:.2} {five:.2} {fifteen:.2}");
+        }
 
         let kinds: Vec<String> = Kind::ALL
             .iter()
@@ -307,6 +320,13 @@ mod tests {
         // 2000-02-29 (leap day) 12:34:56 and 2026-12-04 00:00:00, from `date -u -d @…`.
         assert_eq!(utc_rfc3339(UNIX_EPOCH + Duration::from_secs(951_827_696)), "2000-02-29T12:34:56Z");
         assert_eq!(utc_rfc3339(UNIX_EPOCH + Duration::from_secs(1_796_342_400)), "2026-12-04T00:00:00Z");
+    }
+
+    #[test]
+    fn parses_the_load_average() {
+        assert_eq!(load_average("0.52 1.10 1.35 2/345 6789\n"), Some([0.52, 1.10, 1.35]));
+        assert_eq!(load_average("0.52 1.10"), None);
+        assert_eq!(load_average(""), None);
     }
 
     #[test]
