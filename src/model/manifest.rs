@@ -74,10 +74,32 @@ pub struct Thresholds {
     /// Urgency is the highest level whose cumulative probability (that level or above) reaches
     /// its threshold, keyed by level id (`medium`, `high`, `critical`); `low` otherwise.
     pub urgency: BTreeMap<String, f32>,
+    /// A category is detected only when its score is also at least this fraction of the highest
+    /// category score, so that a strong concern hides weak side ones. 0 turns the cutoff off,
+    /// and manifests written before it existed read as 0.
+    #[serde(default)]
+    pub category_relative_cutoff: f32,
     /// A detected category is confident when its score exceeds its threshold by this margin.
     pub uncertain_category_margin: f32,
     /// The result is uncertain when the two most probable urgency levels differ by less than this.
     pub uncertain_urgency_margin: f32,
+}
+
+impl Thresholds {
+    /// Returns, per category in taxonomy order, whether the heads' scores detect it: the score
+    /// reaches the category's threshold (0.5 when the manifest has none) and the relative cutoff.
+    /// Rules and the `none` exclusion come after this, in the decision layer.
+    pub fn detect(&self, scores: &[f32]) -> Vec<bool> {
+        let top = scores.iter().copied().fold(0.0f32, f32::max);
+        CATEGORIES
+            .iter()
+            .zip(scores)
+            .map(|(category, &score)| {
+                let threshold = self.categories.get(category.id).copied().unwrap_or(0.5);
+                score >= threshold && score >= self.category_relative_cutoff * top
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -584,8 +584,9 @@ fn weighted_cross_entropy(logits: &Tensor, targets: &Tensor, class_weights: &Ten
     weighted.sum_all()? / weights.sum_all()?.to_scalar::<f32>()? as f64
 }
 
-/// Picks per-category thresholds (best F1 on dev) and cumulative urgency thresholds (lowest
-/// triage cost on dev, keeping critical recall at or above the configured minimum).
+/// Picks per-category thresholds (best F1 on dev), then the relative category cutoff, and
+/// cumulative urgency thresholds (lowest triage cost on dev, keeping critical recall at or above
+/// the configured minimum).
 /// `floors[i]`, when set, is the level the rules raise example `i` to: the urgency decided from
 /// the thresholds is never taken below it, as in serving.
 pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgency>], config: &TrainConfig) -> Thresholds {
@@ -606,6 +607,7 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Opti
         };
         categories.insert(category.id.to_string(), best);
     }
+    let category_relative_cutoff = tune_relative_cutoff(scores, targets, &categories);
 
     // Ranked by (meets the critical-recall minimum, critical recall if it does not, lower cost).
     let mut best: Option<((bool, f32, f32), [f32; 3])> = None;
@@ -645,7 +647,36 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Opti
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
-    Thresholds { categories, urgency, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
+    Thresholds { categories, urgency, category_relative_cutoff, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
+}
+
+/// Picks the relative category cutoff (0 to 0.6, a fraction of the top category score) with the
+/// best category macro-F1, given the per-category thresholds. Ties go to the lower cutoff.
+fn tune_relative_cutoff(scores: &[HeadScores], targets: &[Target], categories: &BTreeMap<String, f32>) -> f32 {
+    let mut best = (f32::MIN, 0.0);
+    for step in 0..=12 {
+        let cutoff = step as f32 * 0.05;
+        let thresholds = Thresholds {
+            categories: categories.clone(),
+            urgency: BTreeMap::new(),
+            category_relative_cutoff: cutoff,
+            uncertain_category_margin: 0.0,
+            uncertain_urgency_margin: 0.0,
+        };
+        let macro_f1 = category_f1(scores, targets, &thresholds).iter().sum::<f32>() / CATEGORIES.len() as f32;
+        if macro_f1 > best.0 {
+            best = (macro_f1, cutoff);
+        }
+    }
+    best.1
+}
+
+/// Returns the F1 of each category, in taxonomy order, for the categories `thresholds` detects.
+fn category_f1(scores: &[HeadScores], targets: &[Target], thresholds: &Thresholds) -> Vec<f32> {
+    let detected: Vec<Vec<bool>> = scores.iter().map(|s| thresholds.detect(&s.categories)).collect();
+    (0..CATEGORIES.len())
+        .map(|c| binary_f1(detected.iter().zip(targets).map(|(d, t)| (d[c], t.categories[c] > 0.5))))
+        .collect()
 }
 
 /// Returns the thresholded urgency, raised to the rules' level when that is higher.
@@ -679,9 +710,7 @@ fn binary_f1(pairs: impl Iterator<Item = (bool, bool)>) -> f32 {
 fn dev_metrics(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgency>], thresholds: &Thresholds) -> serde_json::Value {
     let mut per_category = BTreeMap::new();
     let mut f1_sum = 0f32;
-    for (c, category) in CATEGORIES.iter().enumerate() {
-        let threshold = thresholds.categories[category.id];
-        let f1 = binary_f1(scores.iter().zip(targets).map(|(s, t)| (s.categories[c] >= threshold, t.categories[c] > 0.5)));
+    for (category, f1) in CATEGORIES.iter().zip(category_f1(scores, targets, thresholds)) {
         per_category.insert(category.id, (f1 * 1000.0).round() / 1000.0);
         f1_sum += f1;
     }
@@ -793,6 +822,38 @@ mod tests {
 
     fn scores(urgency: [f32; 4]) -> HeadScores {
         HeadScores { categories: vec![0.0; CATEGORIES.len()], intent: vec![0.0; INTENTS.len()], urgency: urgency.to_vec(), speaker: vec![0.0; SPEAKERS.len()] }
+    }
+
+    fn with_categories(pairs: &[(&str, f32)]) -> Vec<f32> {
+        let mut categories = vec![0.0; CATEGORIES.len()];
+        for (id, score) in pairs {
+            categories[crate::triage::taxonomy::index_of(&CATEGORIES, id).unwrap()] = *score;
+        }
+        categories
+    }
+
+    #[test]
+    fn relative_cutoff_tuned_on_side_categories() {
+        let thresholds: BTreeMap<String, f32> = CATEGORIES.iter().map(|c| (c.id.to_string(), 0.2)).collect();
+        let mut head_scores = Vec::new();
+        let mut targets = Vec::new();
+        // Each example is one concern scored 0.9, with a side category at 0.3 that is wrong.
+        for (main, side) in [("scam", "privacy"), ("harassment", "hate_speech"), ("sextortion", "intimate_images"), ("threats", "harassment")] {
+            let mut s = scores([0.25; 4]);
+            s.categories = with_categories(&[(main, 0.9), (side, 0.3)]);
+            let mut t = target(0);
+            t.categories = with_categories(&[(main, 1.0)]);
+            head_scores.push(s);
+            targets.push(t);
+        }
+        let cutoff = tune_relative_cutoff(&head_scores, &targets, &thresholds);
+        assert!(cutoff > 0.3 / 0.9, "a wrong side category must fall under the cutoff, got {cutoff}");
+
+        // The same scores with the side categories gold: no cutoff is best.
+        for (t, s) in targets.iter_mut().zip(&head_scores) {
+            t.categories = s.categories.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
+        }
+        assert_eq!(tune_relative_cutoff(&head_scores, &targets, &thresholds), 0.0);
     }
 
     #[test]

@@ -119,12 +119,7 @@ impl DecisionLayer {
 
     fn categories(&self, scores: &HeadScores, rules: &RuleOutcome) -> Vec<CategoryScore> {
         let none_index = CATEGORIES.iter().position(|c| c.id == NONE_CATEGORY).unwrap_or(usize::MAX);
-        let mut detected: Vec<bool> = scores
-            .categories
-            .iter()
-            .zip(&self.category_thresholds)
-            .map(|(score, threshold)| score >= threshold)
-            .collect();
+        let mut detected = self.thresholds.detect(&scores.categories);
         for &index in &rules.add_categories {
             detected[index] = true;
         }
@@ -221,6 +216,7 @@ mod tests {
         let thresholds = Thresholds {
             categories: CATEGORIES.iter().map(|c| (c.id.to_string(), 0.5)).collect(),
             urgency: [("medium", 0.5), ("high", 0.5), ("critical", 0.4)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            category_relative_cutoff: 0.0,
             uncertain_category_margin: 0.1,
             uncertain_urgency_margin: 0.1,
         };
@@ -251,6 +247,19 @@ mod tests {
         let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
         assert!(result.detected_categories().is_empty());
         assert!(result.uncertain, "nothing detected must be uncertain");
+    }
+
+    #[test]
+    fn relative_cutoff_hides_weak_side_category() {
+        let mut head_scores = scores("sextortion", 0.95, [0.1, 0.2, 0.6, 0.1]);
+        head_scores.categories[index_of(&CATEGORIES, "privacy").unwrap()] = 0.6;
+        let result = layer().decide(&head_scores, &RuleOutcome::default(), 1);
+        assert_eq!(result.detected_categories(), vec!["sextortion", "privacy"]);
+
+        let mut with_cutoff = layer();
+        with_cutoff.thresholds.category_relative_cutoff = 0.7;
+        let result = with_cutoff.decide(&head_scores, &RuleOutcome::default(), 1);
+        assert_eq!(result.detected_categories(), vec!["sextortion"], "0.6 is below 0.7 x 0.95");
     }
 
     #[test]
