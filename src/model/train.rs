@@ -584,30 +584,15 @@ fn weighted_cross_entropy(logits: &Tensor, targets: &Tensor, class_weights: &Ten
     weighted.sum_all()? / weights.sum_all()?.to_scalar::<f32>()? as f64
 }
 
-/// Picks per-category thresholds (best F1 on dev), then the relative category cutoff, and
-/// cumulative urgency thresholds (lowest triage cost on dev, keeping critical recall at or above
-/// the configured minimum).
+/// Picks per-category thresholds (best F1 on dev), then the relative category cutoff, then the
+/// per-category thresholds again under that cutoff. Also picks cumulative urgency thresholds
+/// (lowest triage cost on dev, keeping critical recall at or above the configured minimum).
 /// `floors[i]`, when set, is the level the rules raise example `i` to: the urgency decided from
 /// the thresholds is never taken below it, as in serving.
 pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgency>], config: &TrainConfig) -> Thresholds {
-    let grid: Vec<f32> = (2..=38).map(|i| i as f32 * 0.025).collect();
-    let mut categories = BTreeMap::new();
-    for (c, category) in CATEGORIES.iter().enumerate() {
-        let positives = targets.iter().filter(|t| t.categories[c] > 0.5).count();
-        let best = if positives < 5 {
-            0.5
-        } else {
-            *grid
-                .iter()
-                .max_by(|&&a, &&b| {
-                    let f1 = |t: f32| binary_f1(scores.iter().zip(targets).map(|(s, g)| (s.categories[c] >= t, g.categories[c] > 0.5)));
-                    f1(a).total_cmp(&f1(b)).then(b.total_cmp(&a))
-                })
-                .unwrap()
-        };
-        categories.insert(category.id.to_string(), best);
-    }
-    let category_relative_cutoff = tune_relative_cutoff(scores, targets, &categories);
+    let first_pass = tune_category_thresholds(scores, targets, 0.0);
+    let category_relative_cutoff = tune_relative_cutoff(scores, targets, &first_pass);
+    let categories = tune_category_thresholds(scores, targets, category_relative_cutoff);
 
     // Ranked by (meets the critical-recall minimum, critical recall if it does not, lower cost).
     let mut best: Option<((bool, f32, f32), [f32; 3])> = None;
@@ -648,6 +633,31 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Opti
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     Thresholds { categories, urgency, category_relative_cutoff, uncertain_category_margin: 0.1, uncertain_urgency_margin: 0.1 }
+}
+
+/// Picks each category's threshold with the best F1, with the relative cutoff applied. A category
+/// with fewer than 5 positive examples keeps 0.5. Ties go to the lower threshold.
+fn tune_category_thresholds(scores: &[HeadScores], targets: &[Target], relative_cutoff: f32) -> BTreeMap<String, f32> {
+    let grid: Vec<f32> = (2..=38).map(|i| i as f32 * 0.025).collect();
+    let tops: Vec<f32> = scores.iter().map(|s| s.categories.iter().copied().fold(0.0f32, f32::max)).collect();
+    let mut categories = BTreeMap::new();
+    for (c, category) in CATEGORIES.iter().enumerate() {
+        let positives = targets.iter().filter(|t| t.categories[c] > 0.5).count();
+        let f1 = |threshold: f32| {
+            let pairs = scores.iter().zip(&tops).zip(targets).map(|((s, &top), t)| {
+                let score = s.categories[c];
+                (score >= threshold && score >= relative_cutoff * top, t.categories[c] > 0.5)
+            });
+            binary_f1(pairs)
+        };
+        let best = if positives < 5 {
+            0.5
+        } else {
+            *grid.iter().max_by(|&&a, &&b| f1(a).total_cmp(&f1(b)).then(b.total_cmp(&a))).unwrap()
+        };
+        categories.insert(category.id.to_string(), best);
+    }
+    categories
 }
 
 /// Picks the relative category cutoff (0 to 0.6, a fraction of the top category score) with the
