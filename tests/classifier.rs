@@ -65,13 +65,33 @@ fn greeting_is_low_and_none() {
 #[test]
 fn thresholds_decide_detection() {
     let result = classify("quelqu'un a piraté mon compte insta et poste des trucs à ma place");
-    let thresholds = &classifier().manifest().thresholds.categories;
+    let thresholds = &classifier().manifest().thresholds;
+    let top = result.categories[0].score;
     for category in &result.categories {
-        if category.score < thresholds[&category.id] && result.urgency.raised_by_rule.is_none() {
-            assert!(!category.detected, "{category:?} detected below its threshold");
+        if result.urgency.raised_by_rule.is_none() {
+            let above_threshold = category.score >= thresholds.categories[&category.id];
+            let above_cutoff = category.score >= thresholds.category_relative_cutoff * top;
+            if !(above_threshold && above_cutoff) {
+                assert!(!category.detected, "{category:?} detected below its threshold or the cutoff");
+            }
         }
     }
     assert!(result.detected_categories().contains(&"identity_theft"), "{:?}", result.categories);
+}
+
+#[test]
+fn model_names_heads_and_rules() {
+    use sha2::{Digest, Sha256};
+
+    let model_dir = default_model_dir(&default_models_dir());
+    let heads = std::fs::read(model_dir.join("heads.safetensors")).unwrap();
+    let heads_sha256 = format!("{:x}", Sha256::digest(&heads));
+    let rules: serde_json::Value = serde_json::from_slice(&std::fs::read(model_dir.join("rules.json")).unwrap()).unwrap();
+
+    let model = classify("bonjour").model;
+    let (_, checksum) = model.version.split_once('+').expect("version is crate version + heads checksum");
+    assert_eq!(checksum, &heads_sha256[..8], "the manifest's version names other heads");
+    assert_eq!(model.rules, rules["version"].as_str().unwrap());
 }
 
 #[test]

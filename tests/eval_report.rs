@@ -181,7 +181,7 @@ fn classification(prediction: &Prediction) -> Classification {
 }
 
 fn model_info() -> ModelInfo {
-    ModelInfo { name: "scripted".into(), version: "0.0.1".into(), base: "none".into() }
+    ModelInfo { name: "scripted".into(), version: "0.0.1".into(), base: "none".into(), rules: "scripted".into() }
 }
 
 impl Classify for ScriptedClassifier {
@@ -218,7 +218,7 @@ fn examples(cases: &[Case]) -> Vec<Example> {
 fn run(cases: &[Case], perturb: bool) -> Evaluation {
     let examples = examples(cases);
     let data = DataIdentity { path: "hand-made.jsonl".into(), sha256: "0".repeat(64), examples: examples.len() };
-    let model = ModelIdentity::new(model_info(), std::path::Path::new("/nonexistent"), None).unwrap();
+    let model = ModelIdentity::new(model_info(), std::path::Path::new("/nonexistent")).unwrap();
     let options = Options { batch_size: 5, seed: 42, bootstrap: 200, perturb, progress: false };
     evaluate(&ScriptedClassifier::new(cases), &examples, data, model, &options).unwrap()
 }

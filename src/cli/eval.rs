@@ -98,7 +98,7 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         sha256: sha256_file(&args.data)?,
         examples: examples.len(),
     };
-    let model = ModelIdentity::new(classifier.model_info(), &model_dir, Some(classifier.rules_version().to_string()))?;
+    let model = ModelIdentity::new(classifier.model_info(), &model_dir)?;
     let options = Options {
         batch_size: args.batch_size,
         seed: args.seed,

@@ -68,7 +68,7 @@ pub struct ModelIdentity {
 
 impl ModelIdentity {
     /// Identity of the model in `dir`, as `info` describes it.
-    pub fn new(info: ModelInfo, dir: &Path, rules_version: Option<String>) -> Result<ModelIdentity> {
+    pub fn new(info: ModelInfo, dir: &Path) -> Result<ModelIdentity> {
         let checksum = |name: &str| {
             let path = dir.join(name);
             path.exists().then(|| sha256_file(&path)).transpose()
@@ -80,7 +80,7 @@ impl ModelIdentity {
             dir: dir.display().to_string(),
             manifest_sha256: checksum(MANIFEST_FILE)?,
             rules_sha256: checksum(RULES_FILE)?,
-            rules_version,
+            rules_version: Some(info.rules),
         })
     }
 }

@@ -245,8 +245,13 @@ fn schemas() -> Value {
         "ModelInfo": {
             "type": "object",
             "additionalProperties": false,
-            "required": ["name", "version", "base"],
-            "properties": { "name": { "type": "string" }, "version": { "type": "string" }, "base": { "type": "string" } }
+            "required": ["name", "version", "base", "rules"],
+            "properties": {
+                "name": { "type": "string" },
+                "version": { "type": "string", "description": "Crate version at training time, then `+` and the first 8 hex digits of the heads file's sha256." },
+                "base": { "type": "string" },
+                "rules": { "type": "string", "description": "Version of the rule set." }
+            }
         },
         "Label": {
             "type": "object",

@@ -241,7 +241,11 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
 
     let ensemble = HeadEnsemble::new(members)?;
     fs::create_dir_all(model_dir).with_context(|| format!("failed to create {}", model_dir.display()))?;
-    ensemble.save(&model_dir.join(HEADS_FILE))?;
+    let heads_path = model_dir.join(HEADS_FILE);
+    ensemble.save(&heads_path)?;
+    // The heads' checksum distinguishes models trained by the same build on other data or settings.
+    let heads_bytes = fs::read(&heads_path).with_context(|| format!("failed to read {}", heads_path.display()))?;
+    let heads_sha256 = format!("{:x}", Sha256::digest(&heads_bytes));
     let encoder_file = model_dir.join(ENCODER_FILE);
     let tuned_encoder = match &tuned {
         Some(layers) => Some(layers.save(&encoder_file)?),
@@ -255,7 +259,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("cybertriage").to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: format!("{}+{}", env!("CARGO_PKG_VERSION"), &heads_sha256[..8]),
         base: BaseRef { name: encoder.info().name.clone(), checksum: encoder.info().checksum.clone() },
         heads: ensemble.config(),
         labels: LabelLists::from_taxonomy(),

@@ -90,6 +90,9 @@ pub struct ModelInfo {
     pub version: String,
     /// Base encoder name and checksum prefix, such as `intfloat/multilingual-e5-small@1571fc98`.
     pub base: String,
+    /// Version of the rule set in the model folder, which the helpline may edit without
+    /// retraining.
+    pub rules: String,
 }
 
 impl Classification {

@@ -126,6 +126,7 @@ impl Classifier {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
             base: encoder.info().identity(),
+            rules: rules.version.clone(),
         };
         let decision = DecisionLayer::new(manifest.thresholds.clone(), resources, model);
         Ok(Classifier { encoder, heads, rules, decision, manifest, batch_size: 32 })
@@ -143,10 +144,6 @@ impl Classifier {
 
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
-    }
-
-    pub fn rules_version(&self) -> &str {
-        &self.rules.version
     }
 
     fn sequences(&self, index: usize, text: &str, context: &[String]) -> anyhow::Result<Vec<Sequence>> {

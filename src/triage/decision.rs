@@ -230,7 +230,7 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let model = ModelInfo { name: "t".into(), version: "0".into(), base: "b".into() };
+        let model = ModelInfo { name: "t".into(), version: "0".into(), base: "b".into(), rules: "r".into() };
         DecisionLayer::new(thresholds, resources, model)
     }
 

@@ -200,7 +200,7 @@ pub fn fake_classification(input: &MessageInput) -> Classification {
 }
 
 pub fn fake_model_info() -> ModelInfo {
-    ModelInfo { name: "test-double".into(), version: "0".into(), base: "none".into() }
+    ModelInfo { name: "test-double".into(), version: "0".into(), base: "none".into(), rules: "test".into() }
 }
 
 /// A text whose classification makes the double fail in the way the text names.
