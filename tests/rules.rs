@@ -1,0 +1,58 @@
+//! The committed rule set (models/cybertriage-fr/rules.json) on invented messages: each rule
+//! fires on the wordings it is meant for and stays quiet on everyday look-alikes.
+
+use cybertriage::model::base::default_models_dir;
+use cybertriage::triage::classifier::default_model_dir;
+use cybertriage::triage::normalize::normalize;
+use cybertriage::triage::rules::RuleSet;
+
+fn fired(rules: &RuleSet, text: &str) -> Vec<String> {
+    rules.apply(&normalize(text)).fired
+}
+
+fn committed_rules() -> RuleSet {
+    RuleSet::load(&default_model_dir(&default_models_dir()).join("rules.json")).unwrap()
+}
+
+#[test]
+fn rules_fire_on_their_wordings() {
+    let rules = committed_rules();
+    let cases = [
+        ("jai envie d'en finir", "explicit_suicidal_wording"),
+        ("je veux disparaître, personne me calcule", "explicit_suicidal_wording"),
+        ("je vois qu'une seule solution maintenant", "explicit_suicidal_wording"),
+        ("jai avalé tout le tube de mélatonine, c grave ?", "overdose_taken"),
+        ("g pris 2 plaquettes de mon traitement ya 1h, jvois trouble", "overdose_taken"),
+        ("pardon maman 💔", "farewell_message"),
+        ("j'ai écrit une lettre d'adieu", "farewell_message"),
+        ("ils sont en train de frapper mon pote derrière le gymnase", "assault_in_progress"),
+        ("il a 35 ans et il veut me voir samedi, il dit de rien dire à mes parents", "adult_secret_meeting"),
+        ("il va publier mes nudes si je paye pas avant ce soir", "blackmail_deadline"),
+    ];
+    for (text, rule) in cases {
+        assert!(fired(&rules, text).iter().any(|id| id == rule), "{rule} did not fire on {text:?}");
+    }
+}
+
+#[test]
+fn rules_stay_quiet_on_look_alikes() {
+    let rules = committed_rules();
+    let cases = [
+        "j'ai pris un doliprane, je peux aller au sport ?",
+        "la honte, jveux disparaître mdr",
+        "adieu les gens, jpars 2 semaines au ski",
+        "je suis mort de rire, mon chat est tombé du canapé",
+        "on a regardé une vidéo où ils sont en train de frapper un sac de boxe",
+        "ma mère fait un tajine ce soir trop hâte",
+    ];
+    for text in cases {
+        let critical: Vec<String> = rules
+            .apply(&normalize(text))
+            .raise
+            .into_iter()
+            .filter(|(level, _)| level.id() == "critical")
+            .map(|(_, id)| id)
+            .collect();
+        assert!(critical.is_empty(), "{critical:?} raised {text:?} to critical");
+    }
+}
