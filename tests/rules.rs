@@ -56,3 +56,21 @@ fn rules_stay_quiet_on_look_alikes() {
         assert!(critical.is_empty(), "{critical:?} raised {text:?} to critical");
     }
 }
+
+#[test]
+fn rules_read_everyday_forms() {
+    let rules = committed_rules();
+    let cases = [
+        ("un type de 40 ans que j'ai connu sur snap veut qu'on se voie samedi", "adult_secret_meeting"),
+        ("il veut me voir à la gare sans que mes parents sachent", "adult_secret_meeting"),
+        ("avant minuit il balance ma vidéo si je paye pas", "blackmail_deadline"),
+        ("dites à mon père que je lui en veux pas", "farewell_message"),
+    ];
+    for (text, rule) in cases {
+        assert!(fired(&rules, text).iter().any(|id| id == rule), "{rule} did not fire on {text:?}");
+    }
+    let quiet = ["dis à ma mère que je rentre à 19h, j'ai plus de batterie", "pardon maman pour le vase 😅"];
+    for text in quiet {
+        assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");
+    }
+}
