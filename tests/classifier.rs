@@ -74,6 +74,7 @@ fn thresholds_decide_detection() {
             if !(above_threshold && above_cutoff) {
                 assert!(!category.detected, "{category:?} detected below its threshold or the cutoff");
             }
+            assert!(!category.added_by_rule, "{category:?} marked as added by a rule that did not fire");
         }
     }
     assert!(result.detected_categories().contains(&"identity_theft"), "{:?}", result.categories);

@@ -150,7 +150,7 @@ fn classification(prediction: &Prediction) -> Classification {
             let detected = prediction.categories.contains(&c.id);
             // Spread the scores so the reliability bins are not all in one place.
             let score = if detected { 0.62 + 0.025 * i as f32 } else { 0.02 + 0.02 * i as f32 };
-            CategoryScore { id: c.id.into(), label: c.label.into(), score, detected }
+            CategoryScore { id: c.id.into(), label: c.label.into(), score, detected, added_by_rule: false }
         })
         .collect();
     categories.sort_by(|a, b| b.score.total_cmp(&a.score));

@@ -195,12 +195,13 @@ fn schemas() -> Value {
         "CategoryScore": {
             "type": "object",
             "additionalProperties": false,
-            "required": ["id", "label", "score", "detected"],
+            "required": ["id", "label", "score", "detected", "added_by_rule"],
             "properties": {
                 "id": { "type": "string" },
                 "label": { "type": "string", "description": "French display label." },
                 "score": score,
-                "detected": { "type": "boolean", "description": "The score cleared the category's threshold." }
+                "detected": { "type": "boolean", "description": "The score cleared the category's threshold and the relative cutoff, or a rule marked the category." },
+                "added_by_rule": { "type": "boolean", "description": "A rule marked the category, which the score alone would not have detected." }
             }
         },
         "LabelScore": {

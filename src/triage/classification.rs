@@ -32,8 +32,11 @@ pub struct CategoryScore {
     pub label: String,
     /// Sigmoid probability in [0, 1].
     pub score: f32,
-    /// Whether the score cleared the category's threshold from the model manifest.
+    /// Whether the category is retained: its score cleared the manifest's threshold and relative
+    /// cutoff, or a rule marked it.
     pub detected: bool,
+    /// True when a rule marked the category and the score alone would not have detected it.
+    pub added_by_rule: bool,
 }
 
 /// Winning label of a single-label head, with its softmax probability.

@@ -119,7 +119,8 @@ impl DecisionLayer {
 
     fn categories(&self, scores: &HeadScores, rules: &RuleOutcome) -> Vec<CategoryScore> {
         let none_index = CATEGORIES.iter().position(|c| c.id == NONE_CATEGORY).unwrap_or(usize::MAX);
-        let mut detected = self.thresholds.detect(&scores.categories);
+        let by_model = self.thresholds.detect(&scores.categories);
+        let mut detected = by_model.clone();
         for &index in &rules.add_categories {
             detected[index] = true;
         }
@@ -135,6 +136,7 @@ impl DecisionLayer {
                 label: label.label.to_string(),
                 score: scores.categories[i],
                 detected: detected[i],
+                added_by_rule: detected[i] && !by_model[i],
             })
             .collect();
         categories.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -244,6 +246,7 @@ mod tests {
     fn category_detected_only_above_threshold() {
         let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
         assert_eq!(result.detected_categories(), vec!["harassment"]);
+        assert!(!result.categories[0].added_by_rule);
         let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
         assert!(result.detected_categories().is_empty());
         assert!(result.uncertain, "nothing detected must be uncertain");
@@ -291,6 +294,8 @@ mod tests {
         assert_eq!(result.urgency.raised_by_rule.as_deref(), Some("suicidal"));
         assert_eq!(result.urgency.rules_matched, vec!["suicidal".to_string()]);
         assert_eq!(result.detected_categories(), vec!["self_harm"], "none must not stay beside self_harm");
+        let self_harm = result.categories.iter().find(|c| c.id == "self_harm").unwrap();
+        assert!(self_harm.added_by_rule, "self_harm scored 0.01, so the rule added it");
         assert_eq!(result.handoff.action, "now");
         assert_eq!(result.resources[0].id, "urgence");
         assert!(result.resources.iter().any(|r| r.id == "3114"));

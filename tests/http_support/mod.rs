@@ -174,7 +174,7 @@ pub fn fake_classification(input: &MessageInput) -> Classification {
         .enumerate()
         .map(|(i, label)| {
             let score = ((seed.wrapping_add(i as u32 * 977)) % 1000) as f32 / 1000.0;
-            CategoryScore { id: label.id.into(), label: label.label.into(), score, detected: score > 0.5 }
+            CategoryScore { id: label.id.into(), label: label.label.into(), score, detected: score > 0.5, added_by_rule: false }
         })
         .collect();
     categories.sort_by(|a, b| b.score.total_cmp(&a.score));
