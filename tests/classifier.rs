@@ -90,7 +90,7 @@ fn model_names_heads_and_rules() {
     let rules: serde_json::Value = serde_json::from_slice(&std::fs::read(model_dir.join("rules.json")).unwrap()).unwrap();
 
     let model = classify("bonjour").model;
-    let (_, checksum) = model.version.split_once('+').expect("version is crate version + heads checksum");
+    let (_, checksum) = model.version.split_once('+').expect("model.version has no `+` before the heads checksum");
     assert_eq!(checksum, &heads_sha256[..8], "the manifest's version names other heads");
     assert_eq!(model.rules, rules["version"].as_str().unwrap());
 }

@@ -14,6 +14,13 @@ fn committed_rules() -> RuleSet {
     RuleSet::load(&default_model_dir(&default_models_dir()).join("rules.json")).unwrap()
 }
 
+/// Asserts that each rule id fires on its message.
+fn assert_fires(rules: &RuleSet, cases: &[(&str, &str)]) {
+    for (text, rule) in cases {
+        assert!(fired(rules, text).iter().any(|id| id == rule), "{rule} did not fire on {text:?}");
+    }
+}
+
 #[test]
 fn rules_fire_on_their_wordings() {
     let rules = committed_rules();
@@ -29,9 +36,7 @@ fn rules_fire_on_their_wordings() {
         ("il a 35 ans et il veut me voir samedi, il dit de rien dire à mes parents", "adult_secret_meeting"),
         ("il va publier mes nudes si je paye pas avant ce soir", "blackmail_deadline"),
     ];
-    for (text, rule) in cases {
-        assert!(fired(&rules, text).iter().any(|id| id == rule), "{rule} did not fire on {text:?}");
-    }
+    assert_fires(&rules, &cases);
 }
 
 #[test]
@@ -66,9 +71,8 @@ fn rules_read_everyday_forms() {
         ("avant minuit il balance ma vidéo si je paye pas", "blackmail_deadline"),
         ("dites à mon père que je lui en veux pas", "farewell_message"),
     ];
-    for (text, rule) in cases {
-        assert!(fired(&rules, text).iter().any(|id| id == rule), "{rule} did not fire on {text:?}");
-    }
+    assert_fires(&rules, &cases);
+
     let quiet = ["dis à ma mère que je rentre à 19h, j'ai plus de batterie", "pardon maman pour le vase 😅"];
     for text in quiet {
         assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");

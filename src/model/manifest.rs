@@ -74,9 +74,9 @@ pub struct Thresholds {
     /// Urgency is the highest level whose cumulative probability (that level or above) reaches
     /// its threshold, keyed by level id (`medium`, `high`, `critical`); `low` otherwise.
     pub urgency: BTreeMap<String, f32>,
-    /// A category is detected only when its score is also at least this fraction of the highest
-    /// category score, so that a strong concern hides weak side ones. 0 turns the cutoff off,
-    /// and manifests written before it existed read as 0.
+    /// Fraction of the highest category score that a category's score must also reach to be
+    /// detected, so that a strong concern hides weak side ones. 0 turns the cutoff off, and
+    /// manifests written before it existed read as 0.
     #[serde(default)]
     pub category_relative_cutoff: f32,
     /// A detected category is confident when its score exceeds its threshold by this margin.
@@ -90,16 +90,27 @@ impl Thresholds {
     /// reaches the category's threshold (0.5 when the manifest has none) and the relative cutoff.
     /// Rules and the `none` exclusion come after this, in the decision layer.
     pub fn detect(&self, scores: &[f32]) -> Vec<bool> {
-        let top = scores.iter().copied().fold(0.0f32, f32::max);
+        let top = top_score(scores);
         CATEGORIES
             .iter()
             .zip(scores)
             .map(|(category, &score)| {
                 let threshold = self.categories.get(category.id).copied().unwrap_or(0.5);
-                score >= threshold && score >= self.category_relative_cutoff * top
+                clears(score, threshold, self.category_relative_cutoff, top)
             })
             .collect()
     }
+}
+
+/// Returns the highest category score of one message, which the relative cutoff scales.
+pub fn top_score(scores: &[f32]) -> f32 {
+    scores.iter().copied().fold(0.0f32, f32::max)
+}
+
+/// Returns whether a category score reaches both its threshold and `relative_cutoff` times the
+/// message's top score.
+pub fn clears(score: f32, threshold: f32, relative_cutoff: f32, top: f32) -> bool {
+    score >= threshold && score >= relative_cutoff * top
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

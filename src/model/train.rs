@@ -23,7 +23,7 @@ use super::encoder::{Encoder, EMBEDDING_DIM};
 use super::finetune::{length_batches, HiddenCache, TrainableLayers, TwoRateOptimizer, ENCODER_FILE};
 use super::heads::{HeadEnsemble, HeadScores, Heads, HeadsConfig, HEADS_FILE};
 use super::lexical::{Lexical, SparseFeatures};
-use super::manifest::{BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT, RULES_FILE};
+use super::manifest::{clears, top_score, BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT, RULES_FILE};
 use crate::data::{read_examples, Example};
 use crate::triage::normalize::normalize;
 use crate::triage::rules::{fold, RuleSet};
@@ -643,21 +643,29 @@ pub fn tune_thresholds(scores: &[HeadScores], targets: &[Target], floors: &[Opti
 /// with fewer than 5 positive examples keeps 0.5. Ties go to the lower threshold.
 fn tune_category_thresholds(scores: &[HeadScores], targets: &[Target], relative_cutoff: f32) -> BTreeMap<String, f32> {
     let grid: Vec<f32> = (2..=38).map(|i| i as f32 * 0.025).collect();
-    let tops: Vec<f32> = scores.iter().map(|s| s.categories.iter().copied().fold(0.0f32, f32::max)).collect();
+    let tops: Vec<f32> = scores.iter().map(|s| top_score(&s.categories)).collect();
     let mut categories = BTreeMap::new();
     for (c, category) in CATEGORIES.iter().enumerate() {
         let positives = targets.iter().filter(|t| t.categories[c] > 0.5).count();
-        let f1 = |threshold: f32| {
-            let pairs = scores.iter().zip(&tops).zip(targets).map(|((s, &top), t)| {
-                let score = s.categories[c];
-                (score >= threshold && score >= relative_cutoff * top, t.categories[c] > 0.5)
-            });
-            binary_f1(pairs)
-        };
         let best = if positives < 5 {
             0.5
         } else {
-            *grid.iter().max_by(|&&a, &&b| f1(a).total_cmp(&f1(b)).then(b.total_cmp(&a))).unwrap()
+            let f1 = |threshold: f32| {
+                let pairs = scores.iter().zip(&tops).zip(targets).map(|((s, &top), t)| {
+                    (clears(s.categories[c], threshold, relative_cutoff, top), t.categories[c] > 0.5)
+                });
+                binary_f1(pairs)
+            };
+            // One F1 per grid point. The grid rises, so keeping only a strictly higher F1 keeps
+            // the lowest threshold among ties.
+            let mut best = (f32::MIN, grid[0]);
+            for &threshold in &grid {
+                let score = f1(threshold);
+                if score > best.0 {
+                    best = (score, threshold);
+                }
+            }
+            best.1
         };
         categories.insert(category.id.to_string(), best);
     }
@@ -844,6 +852,26 @@ mod tests {
             categories[crate::triage::taxonomy::index_of(&CATEGORIES, id).unwrap()] = *score;
         }
         categories
+    }
+
+    #[test]
+    fn category_threshold_ties_take_lowest() {
+        // Five scam examples at 0.9 and five others at 0: every threshold up to 0.9 gives F1 1.
+        let mut head_scores = Vec::new();
+        let mut targets = Vec::new();
+        for positive in [true, false].repeat(5) {
+            let mut s = scores([0.25; 4]);
+            let mut t = target(0);
+            if positive {
+                s.categories = with_categories(&[("scam", 0.9)]);
+                t.categories = with_categories(&[("scam", 1.0)]);
+            }
+            head_scores.push(s);
+            targets.push(t);
+        }
+        let thresholds = tune_category_thresholds(&head_scores, &targets, 0.0);
+        assert_eq!(thresholds["scam"], 0.05);
+        assert_eq!(thresholds["privacy"], 0.5, "a category without 5 positives keeps 0.5");
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub struct CategoryScore {
     /// Whether the category is retained: its score cleared the manifest's threshold and relative
     /// cutoff, or a rule marked it.
     pub detected: bool,
-    /// True when a rule marked the category and the score alone would not have detected it.
+    /// Whether a rule, not the score, detected the category: the score alone stays below its
+    /// threshold or the relative cutoff.
     pub added_by_rule: bool,
 }
 
