@@ -8,6 +8,7 @@ use cybertriage::model::base::default_models_dir;
 use cybertriage::model::manifest::Manifest;
 use cybertriage::triage::classification::Classification;
 use cybertriage::triage::classifier::{default_model_dir, Classifier, Classify, ClassifyError, MessageInput};
+use cybertriage::triage::taxonomy::Urgency;
 
 fn classifier() -> &'static Classifier {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
@@ -146,7 +147,18 @@ fn context_changes_reading() {
         score(&alone, "intimate_images"),
         score(&with_context, "intimate_images")
     );
-    assert!(with_context.urgency.level >= alone.urgency.level || with_context.urgency.level == "critical");
+    // Context may raise urgency, never lower it. Levels are compared in their order, not as strings.
+    let level = |result: &Classification| Urgency::from_id(&result.urgency.level).unwrap();
+    assert!(level(&with_context) >= level(&alone), "alone {:?}, with context {:?}", alone.urgency, with_context.urgency);
+}
+
+#[test]
+fn empty_context_entries_are_ignored() {
+    let text = "il dit qu'il va les envoyer a tout le monde ce soir";
+    let alone = classify(text);
+    let input = MessageInput { text: text.to_string(), context: vec![String::new(), " \n\u{200B}".to_string()] };
+    let with_empty_context = classifier().classify(&[input]).unwrap().remove(0);
+    assert_eq!(with_empty_context, alone);
 }
 
 #[test]
