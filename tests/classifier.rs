@@ -153,15 +153,6 @@ fn context_changes_reading() {
 }
 
 #[test]
-fn empty_context_entries_are_ignored() {
-    let text = "il dit qu'il va les envoyer a tout le monde ce soir";
-    let alone = classify(text);
-    let input = MessageInput { text: text.to_string(), context: vec![String::new(), " \n\u{200B}".to_string()] };
-    let with_empty_context = classifier().classify(&[input]).unwrap().remove(0);
-    assert_eq!(with_empty_context, alone);
-}
-
-#[test]
 fn empty_text_is_invalid_input() {
     for text in ["", "   \n\t", "\u{200B}"] {
         let error = classifier().classify(&[MessageInput::new(text)]).unwrap_err();

@@ -283,3 +283,25 @@ fn merge_rule_outcomes(mut first: RuleOutcome, second: RuleOutcome) -> RuleOutco
     }
     first
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_input_drops_empty_context() {
+        let input = MessageInput {
+            text: " il dit qu'il va les envoyer ".to_string(),
+            context: vec![String::new(), " \n\u{200B}".to_string(), "il a des photos de moi".to_string()],
+        };
+        let (text, context) = normalize_input(&input).unwrap();
+        assert_eq!(text, "il dit qu'il va les envoyer");
+        assert_eq!(context, ["il a des photos de moi"]);
+    }
+
+    #[test]
+    fn normalize_input_rejects_empty_text() {
+        let input = MessageInput { text: "\u{200B} ".to_string(), context: vec!["il a des photos de moi".to_string()] };
+        assert!(matches!(normalize_input(&input), Err(ClassifyError::InvalidInput(_))));
+    }
+}
