@@ -55,6 +55,8 @@ async fn overload_returns_503_then_recovers() {
         async move { classify(&app, "deuxième demande").await }
     });
     wait_for_queue_depth(&state, 1).await;
+    let metrics = String::from_utf8(get(&app, "/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("cybertriage_queue_depth 1\n"), "one request waits: {metrics}");
 
     // The worker is busy and the queue of one is full.
     let refused = classify(&app, "troisième demande").await;
@@ -74,6 +76,7 @@ async fn overload_returns_503_then_recovers() {
         metrics.contains(r#"cybertriage_http_requests_total{route="/v1/classify",method="POST",status="503"} 1"#),
         "{metrics}"
     );
+    assert!(metrics.contains("cybertriage_queue_depth 0\n"), "the queue drained: {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,8 +124,11 @@ impl Metrics {
         self.model_load.set(elapsed.as_secs_f64());
     }
 
-    /// Writes every metric in the OpenMetrics text format, after refreshing the readiness gauges.
+    /// Writes every metric in the OpenMetrics text format, after refreshing the gauges that
+    /// mirror the engine's state. The queue depth is read here, at scrape time: a value pushed by
+    /// the request and worker threads could be overwritten out of order and stay stale.
     pub fn encode(&self, status: Status) -> String {
+        self.queue_depth.set(status.queue_depth as i64);
         self.workers_alive.set(status.alive as i64);
         self.ready.set(i64::from(status.is_ready()));
         let mut out = String::new();
@@ -135,10 +138,6 @@ impl Metrics {
 }
 
 impl Observer for Metrics {
-    fn queue_depth(&self, depth: usize) {
-        self.queue_depth.set(depth as i64);
-    }
-
     fn batch_done(&self, inputs: usize, tokens: usize, elapsed: Duration) {
         self.batch_inputs.observe(inputs as f64);
         self.batch_tokens.observe(tokens as f64);

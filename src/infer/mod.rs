@@ -80,7 +80,6 @@ pub struct Batched {
 /// Receives the engine's measurements, for metrics. Calls come from worker threads and must
 /// not block.
 pub trait Observer: Send + Sync + 'static {
-    fn queue_depth(&self, _depth: usize) {}
     /// Records one call of [`Classify::classify`]: its inputs, their token cost and its duration.
     fn batch_done(&self, _inputs: usize, _tokens: usize, _elapsed: Duration) {}
     fn worker_restarted(&self) {}
@@ -98,6 +97,8 @@ pub struct Status {
     pub started: bool,
     /// Workers running now; below `workers` while one is being restarted.
     pub alive: usize,
+    /// Requests waiting for a worker now.
+    pub queue_depth: usize,
     pub workers: usize,
     pub closed: bool,
 }
@@ -134,8 +135,7 @@ impl Shared {
     }
 
     fn dequeued(&self) {
-        let depth = self.depth.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.observer.queue_depth(depth);
+        self.depth.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -191,6 +191,7 @@ impl Engine {
         Status {
             started: self.shared.started.load(Ordering::SeqCst),
             alive: self.shared.alive.load(Ordering::SeqCst),
+            queue_depth: self.shared.depth.load(Ordering::SeqCst),
             workers: self.shared.config.workers,
             closed: self.shared.closed.load(Ordering::SeqCst),
         }
@@ -220,12 +221,9 @@ impl Engine {
         let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else { return Err(InferError::NotReady) };
         // Counted before sending so that a worker's decrement can never come first.
-        let depth = self.shared.depth.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.depth.fetch_add(1, Ordering::SeqCst);
         match sender.try_send(job) {
-            Ok(()) => {
-                self.shared.observer.queue_depth(depth);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(error) => {
                 self.shared.depth.fetch_sub(1, Ordering::SeqCst);
                 match error {
