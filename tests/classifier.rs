@@ -196,6 +196,7 @@ fn cli_classify_jsonl_keeps_order() {
     writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
     writeln!(stdin, r#"{{"id": "msg-7", "text": "jai envie d'en finir"}}"#).unwrap();
     writeln!(stdin, r#"{{"text": "il dit qu'il va les envoyer ce soir", "context": ["il a des photos de moi"]}}"#).unwrap();
+    writeln!(stdin, r#"{{"text": "on m'a piraté mon compte insta", "context": null}}"#).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -203,7 +204,13 @@ fn cli_classify_jsonl_keeps_order() {
     assert!(raw[0].get("id").is_none());
     assert_eq!(raw[1]["id"], "msg-7");
     let lines: Vec<Classification> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
+    // Without an id, a line is the classification serialized as the HTTP API does: same field
+    // order, scores written as f32.
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(first, serde_json::to_string(&lines[0]).unwrap());
+    assert!(stdout.lines().nth(1).unwrap().starts_with(r#"{"id":"msg-7","categories":"#), "{stdout}");
+    assert!(lines[3].detected_categories().contains(&"identity_theft"), "{:?}", lines[3].categories);
     assert_eq!(lines[0].urgency.level, "low");
     assert_eq!(lines[1].urgency.level, "critical");
     for field in ["categories", "intent", "urgency", "speaker", "handoff", "uncertain", "resources", "model"] {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
+use crate::triage::classification::Classification;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -69,8 +70,19 @@ struct JsonlLine {
     #[serde(default)]
     id: Option<serde_json::Value>,
     text: String,
+    /// `null` is the same as no context, as in the HTTP API.
     #[serde(default)]
-    context: Vec<String>,
+    context: Option<Vec<String>>,
+}
+
+/// One `--jsonl` output line: the input's id, when given, then the classification's fields in
+/// the order and number format of the HTTP response.
+#[derive(serde::Serialize)]
+struct JsonlResult<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
+    #[serde(flatten)]
+    result: &'a Classification,
 }
 
 fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode> {
@@ -87,17 +99,13 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
             bail!("stdin line {}: invalid input: `text` is empty; give the message or remove the line", number + 1);
         }
         ids.push(parsed.id);
-        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
+        inputs.push(MessageInput { text: parsed.text, context: parsed.context.unwrap_or_default() });
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (chunk, chunk_ids) in inputs.chunks(batch_size).zip(ids.chunks(batch_size)) {
         for (result, id) in classifier.classify(chunk).map_err(anyhow::Error::from)?.into_iter().zip(chunk_ids) {
-            let mut value = serde_json::to_value(&result)?;
-            if let (Some(id), Some(object)) = (id, value.as_object_mut()) {
-                object.insert("id".to_string(), id.clone());
-            }
-            serde_json::to_writer(&mut out, &value)?;
+            serde_json::to_writer(&mut out, &JsonlResult { id: id.as_ref(), result: &result })?;
             writeln!(out)?;
         }
     }

@@ -148,8 +148,8 @@ fn schemas() -> Value {
             "required": ["text"],
             "properties": {
                 "text": { "type": "string", "description": "The message. Must keep visible characters after normalisation; at most the server's character limit." },
-                "context": { "type": "array", "items": { "type": "string" }, "description": "Earlier messages from the same person, oldest first." },
-                "request_id": schema("RequestId")
+                "context": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Earlier messages from the same person, oldest first. Entries empty after normalisation are ignored; null is the same as no context." },
+                "request_id": { "anyOf": [schema("RequestId"), { "type": "null" }], "description": "Null is the same as no request id." }
             }
         },
         "MessageInput": {
@@ -158,7 +158,7 @@ fn schemas() -> Value {
             "required": ["text"],
             "properties": {
                 "text": { "type": "string" },
-                "context": { "type": "array", "items": { "type": "string" } }
+                "context": { "type": ["array", "null"], "items": { "type": "string" } }
             }
         },
         "BatchRequest": {
@@ -179,7 +179,7 @@ fn schemas() -> Value {
         "Classification": {
             "type": "object",
             "additionalProperties": false,
-            "required": ["categories", "intent", "urgency", "speaker", "handoff", "uncertain", "resources", "model", "windows"],
+            "required": ["categories", "intent", "urgency", "speaker", "handoff", "uncertain", "unsupported_script", "resources", "model", "windows"],
             "properties": {
                 "categories": { "type": "array", "items": schema("CategoryScore"), "description": "Every category, by descending score." },
                 "intent": schema("LabelScore"),
@@ -187,6 +187,7 @@ fn schemas() -> Value {
                 "speaker": schema("LabelScore"),
                 "handoff": schema("Handoff"),
                 "uncertain": { "type": "boolean", "description": "The chatbot should ask a follow-up question or offer a human." },
+                "unsupported_script": { "type": "boolean", "description": "Most letters of the message are in a script the model cannot read, such as Cyrillic or CJK: the scores say little, and the handoff is at least `soon`." },
                 "resources": { "type": "array", "items": schema("Resource"), "description": "Help resources, most urgent first." },
                 "model": schema("ModelInfo"),
                 "windows": { "type": "integer", "minimum": 1, "description": "Number of 512-token windows the message was split into." }
