@@ -153,6 +153,21 @@ fn context_changes_reading() {
 }
 
 #[test]
+fn unsupported_script_is_handed_to_a_human() {
+    // "I want to die, I can't take it any more" in Russian: the pruned vocabulary reads none of it.
+    let russian = classify("я хочу умереть, больше не могу");
+    assert!(russian.unsupported_script);
+    assert!(russian.uncertain);
+    assert!(["now", "soon"].contains(&russian.handoff.action.as_str()), "{:?}", russian.handoff);
+    assert!(russian.handoff.reasons.contains(&"unsupported_script".to_string()), "{:?}", russian.handoff);
+
+    // A French message that quotes a word in Cyrillic stays readable.
+    let french = classify("un mec m'a écrit « привет » puis il m'a insultée sur insta");
+    assert!(!french.unsupported_script);
+    assert!(!french.handoff.reasons.contains(&"unsupported_script".to_string()), "{:?}", french.handoff);
+}
+
+#[test]
 fn empty_text_is_invalid_input() {
     for text in ["", "   \n\t", "\u{200B}"] {
         let error = classifier().classify(&[MessageInput::new(text)]).unwrap_err();

@@ -174,6 +174,7 @@ fn classification(prediction: &Prediction) -> Classification {
         speaker: LabelScore { id: prediction.speaker.into(), label: label(&SPEAKERS, prediction.speaker), score: 0.93 },
         handoff: Handoff { action: "none".into(), reasons: vec![] },
         uncertain: false,
+        unsupported_script: false,
         resources: vec![],
         model: model_info(),
         windows: 1,

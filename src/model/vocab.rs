@@ -117,6 +117,18 @@ pub fn in_dropped_script(c: char) -> bool {
     listed && !KAOMOJI_LETTERS.contains(&c)
 }
 
+/// Returns the share of the letters of `text` that are in a dropped script, 0 when it has no
+/// letter. The pruned vocabulary turns those letters into `<unk>` tokens, so a high share means
+/// the encoder gets little of the message.
+pub fn dropped_script_share(text: &str) -> f32 {
+    let letters = text.chars().filter(|c| c.is_alphabetic());
+    let (total, dropped) = letters.fold((0usize, 0usize), |(total, dropped), c| (total + 1, dropped + usize::from(in_dropped_script(c))));
+    if total == 0 {
+        return 0.0;
+    }
+    dropped as f32 / total as f32
+}
+
 /// Identifies the pruning rule, so that files pruned by another rule are rebuilt.
 pub fn rule_fingerprint() -> String {
     let rule = format!("{PRUNING_VERSION} {DROPPED_SCRIPTS:?} {KAOMOJI_LETTERS:?}");
@@ -576,6 +588,15 @@ impl BaseTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_script_share_counts_letters_only() {
+        assert_eq!(dropped_script_share("я хочу умереть"), 1.0);
+        assert_eq!(dropped_script_share("il m'a écrit « привет » hier"), 6.0 / 19.0);
+        assert_eq!(dropped_script_share("on m'insulte sur snap 😭 ¯\\_(ツ)_/¯"), 0.0);
+        assert_eq!(dropped_script_share("!!! 123 😭"), 0.0);
+        assert_eq!(dropped_script_share("أنا خائف"), 0.0);
+    }
 
     #[test]
     fn dropped_script_ranges_are_sorted_and_disjoint() {

@@ -15,6 +15,7 @@ use crate::model::encoder::{Encoder, EMBEDDING_DIM};
 use crate::model::heads::{HeadEnsemble, HeadScores, HEADS_FILE};
 use crate::model::lexical::SparseFeatures;
 use crate::model::manifest::{Manifest, RESOURCES_FILE, RULES_FILE};
+use crate::model::vocab::dropped_script_share;
 
 /// One message to classify, with optional earlier messages from the same person.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -208,6 +209,10 @@ impl Classifier {
     }
 }
 
+/// Minimum share of a message's letters in scripts that the pruned vocabulary drops (Cyrillic,
+/// CJK…) for the message to be flagged `unsupported_script` and handed to a human.
+pub const UNSUPPORTED_SCRIPT_SHARE: f32 = 0.5;
+
 /// Joins earlier messages and the message, oldest first, one per line.
 fn joined_with_context(text: &str, context: &[String]) -> String {
     let mut joined = context.join("\n");
@@ -248,7 +253,8 @@ impl Classify for Classifier {
                 let with_context = self.rules.apply(&joined_with_context(text, context));
                 outcome = merge_rule_outcomes(outcome, with_context);
             }
-            results.push(self.decision.decide(&combined, &outcome, windows));
+            let unsupported_script = dropped_script_share(text) >= UNSUPPORTED_SCRIPT_SHARE;
+            results.push(self.decision.decide(&combined, &outcome, windows, unsupported_script));
         }
         Ok(results)
     }

@@ -77,7 +77,9 @@ impl DecisionLayer {
     }
 
     /// Builds the classification of one message.
-    pub fn decide(&self, scores: &HeadScores, rules: &RuleOutcome, windows: usize) -> Classification {
+    /// Decides the result of one message. `unsupported_script` marks a message that the model
+    /// cannot read: the result is then uncertain and the handoff at least `soon`.
+    pub fn decide(&self, scores: &HeadScores, rules: &RuleOutcome, windows: usize, unsupported_script: bool) -> Classification {
         let categories = self.categories(scores, rules);
         let confident = categories.iter().enumerate().any(|(_, c)| {
             let index = CATEGORIES.iter().position(|l| l.id == c.id).unwrap_or(0);
@@ -90,11 +92,11 @@ impl DecisionLayer {
             _ => (model_level, None),
         };
         let urgency_close = top_two_gap(&scores.urgency) < self.thresholds.uncertain_urgency_margin;
-        let uncertain = raised_by_rule.is_none() && (!confident || urgency_close);
+        let uncertain = unsupported_script || (raised_by_rule.is_none() && (!confident || urgency_close));
 
         let intent = best_label(&INTENTS, &scores.intent);
         let speaker = best_label(&SPEAKERS, &scores.speaker);
-        let handoff = handoff(level, &intent.id, raised_by_rule.as_deref(), uncertain);
+        let handoff = handoff(level, &intent.id, raised_by_rule.as_deref(), uncertain, unsupported_script);
         let resources = self.resources_for(level, &categories);
 
         Classification {
@@ -111,6 +113,7 @@ impl DecisionLayer {
             speaker,
             handoff,
             uncertain,
+            unsupported_script,
             resources,
             model: self.model.clone(),
             windows,
@@ -185,9 +188,10 @@ fn top_two_gap(probabilities: &[f32]) -> f32 {
     sorted[0] - sorted.get(1).copied().unwrap_or(0.0)
 }
 
-/// Decides the handoff: `now` at critical urgency, `soon` at high urgency or when the person asks
-/// for an écoutant, `offer` at medium urgency, `none` otherwise.
-pub fn handoff(level: Urgency, intent: &str, raised_by_rule: Option<&str>, uncertain: bool) -> Handoff {
+/// Decides the handoff: `now` at critical urgency, `soon` at high urgency, when the person asks
+/// for an écoutant or when the message is in an unsupported script, `offer` at medium urgency,
+/// `none` otherwise.
+pub fn handoff(level: Urgency, intent: &str, raised_by_rule: Option<&str>, uncertain: bool, unsupported_script: bool) -> Handoff {
     let mut reasons = vec![format!("urgency_{}", level.id())];
     if let Some(rule) = raised_by_rule {
         reasons.push(format!("rule:{rule}"));
@@ -199,10 +203,13 @@ pub fn handoff(level: Urgency, intent: &str, raised_by_rule: Option<&str>, uncer
     if uncertain {
         reasons.push("uncertain".to_string());
     }
+    if unsupported_script {
+        reasons.push("unsupported_script".to_string());
+    }
     let action = match level {
         Urgency::Critical => HANDOFF_NOW,
         Urgency::High => HANDOFF_SOON,
-        _ if asked => HANDOFF_SOON,
+        _ if asked || unsupported_script => HANDOFF_SOON,
         Urgency::Medium => HANDOFF_OFFER,
         Urgency::Low => HANDOFF_NONE,
     };
@@ -244,10 +251,10 @@ mod tests {
 
     #[test]
     fn category_detected_only_above_threshold() {
-        let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["harassment"]);
         assert!(!result.categories[0].added_by_rule);
-        let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
         assert!(result.detected_categories().is_empty());
         assert!(result.uncertain, "nothing detected must be uncertain");
     }
@@ -256,18 +263,18 @@ mod tests {
     fn relative_cutoff_hides_weak_side_category() {
         let mut head_scores = scores("sextortion", 0.95, [0.1, 0.2, 0.6, 0.1]);
         head_scores.categories[index_of(&CATEGORIES, "privacy").unwrap()] = 0.6;
-        let result = layer().decide(&head_scores, &RuleOutcome::default(), 1);
+        let result = layer().decide(&head_scores, &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["sextortion", "privacy"]);
 
         let mut with_cutoff = layer();
         with_cutoff.thresholds.category_relative_cutoff = 0.7;
-        let result = with_cutoff.decide(&head_scores, &RuleOutcome::default(), 1);
+        let result = with_cutoff.decide(&head_scores, &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["sextortion"], "0.6 is below 0.7 x 0.95");
     }
 
     #[test]
     fn categories_sorted_by_score() {
-        let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1);
+        let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
         assert_eq!(result.categories[0].id, "scam");
         assert_eq!(result.categories.len(), CATEGORIES.len());
         assert!(result.categories.windows(2).all(|w| w[0].score >= w[1].score));
@@ -289,7 +296,7 @@ mod tests {
             fired: vec!["suicidal".into()],
             add_categories: vec![index_of(&CATEGORIES, "self_harm").unwrap()],
         };
-        let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), &outcome, 1);
+        let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), &outcome, 1, false);
         assert_eq!(result.urgency.level, "critical");
         assert_eq!(result.urgency.raised_by_rule.as_deref(), Some("suicidal"));
         assert_eq!(result.urgency.rules_matched, vec!["suicidal".to_string()]);
@@ -306,7 +313,7 @@ mod tests {
         let model_critical = [0.0, 0.0, 0.1, 0.9];
         for raise in Urgency::ALL {
             let outcome = RuleOutcome { raise: Some((raise, "r".into())), fired: vec!["r".into()], add_categories: vec![] };
-            let result = layer().decide(&scores("threats", 0.9, model_critical), &outcome, 1);
+            let result = layer().decide(&scores("threats", 0.9, model_critical), &outcome, 1, false);
             assert_eq!(result.urgency.level, "critical", "rule raising to {raise:?} changed a critical result");
             assert_eq!(result.urgency.raised_by_rule, None);
         }
@@ -314,19 +321,37 @@ mod tests {
 
     #[test]
     fn handoff_follows_urgency_and_intent() {
-        assert_eq!(handoff(Urgency::Critical, "greeting", None, false).action, "now");
-        assert_eq!(handoff(Urgency::High, "seek_help", None, false).action, "soon");
-        assert_eq!(handoff(Urgency::Low, "talk_to_counselor", None, false).action, "soon");
-        assert_eq!(handoff(Urgency::Medium, "seek_help", None, false).action, "offer");
-        assert_eq!(handoff(Urgency::Low, "information", None, false).action, "none");
-        assert!(handoff(Urgency::Low, "talk_to_counselor", None, true).reasons.contains(&"asked_for_counselor".to_string()));
+        assert_eq!(handoff(Urgency::Critical, "greeting", None, false, false).action, "now");
+        assert_eq!(handoff(Urgency::High, "seek_help", None, false, false).action, "soon");
+        assert_eq!(handoff(Urgency::Low, "talk_to_counselor", None, false, false).action, "soon");
+        assert_eq!(handoff(Urgency::Medium, "seek_help", None, false, false).action, "offer");
+        assert_eq!(handoff(Urgency::Low, "information", None, false, false).action, "none");
+        assert!(handoff(Urgency::Low, "talk_to_counselor", None, true, false).reasons.contains(&"asked_for_counselor".to_string()));
     }
 
     #[test]
     fn close_urgency_levels_are_uncertain() {
-        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.46, 0.44, 0.05]), &RuleOutcome::default(), 1);
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.46, 0.44, 0.05]), &RuleOutcome::default(), 1, false);
         assert!(result.uncertain);
-        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.8, 0.1, 0.05]), &RuleOutcome::default(), 1);
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.8, 0.1, 0.05]), &RuleOutcome::default(), 1, false);
         assert!(!result.uncertain);
+    }
+
+    #[test]
+    fn unsupported_script_is_uncertain_and_handed_off() {
+        let confident = scores("harassment", 0.95, [0.9, 0.05, 0.03, 0.02]);
+        let readable = layer().decide(&confident, &RuleOutcome::default(), 1, false);
+        assert!(!readable.uncertain);
+        assert!(!readable.unsupported_script);
+        assert_eq!(readable.handoff.action, "none");
+
+        let unreadable = layer().decide(&confident, &RuleOutcome::default(), 1, true);
+        assert!(unreadable.uncertain);
+        assert!(unreadable.unsupported_script);
+        assert_eq!(unreadable.handoff.action, "soon");
+        assert!(unreadable.handoff.reasons.contains(&"unsupported_script".to_string()), "{:?}", unreadable.handoff);
+        // The flag never lowers a handoff.
+        assert_eq!(handoff(Urgency::Critical, "seek_help", None, true, true).action, "now");
+        assert_eq!(handoff(Urgency::Medium, "seek_help", None, true, true).action, "soon");
     }
 }

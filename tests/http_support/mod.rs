@@ -193,6 +193,7 @@ pub fn fake_classification(input: &MessageInput) -> Classification {
         speaker: LabelScore { id: "young_person".into(), label: "Jeune concerné·e".into(), score: 0.7 },
         handoff: Handoff { action: "none".into(), reasons: Vec::new() },
         uncertain: false,
+        unsupported_script: false,
         resources: Vec::new(),
         model: fake_model_info(),
         windows: 1,
