@@ -49,6 +49,7 @@ fn rules_stay_quiet_on_look_alikes() {
         "je suis mort de rire, mon chat est tombé du canapé",
         "on a regardé une vidéo où ils sont en train de frapper un sac de boxe",
         "ma mère fait un tajine ce soir trop hâte",
+        "j'en peux plus de ce jeu, ce soir je poste les photos du tournoi",
     ];
     for text in cases {
         let critical: Vec<String> = rules
@@ -70,6 +71,11 @@ fn rules_read_everyday_forms() {
         ("il veut me voir à la gare sans que mes parents sachent", "adult_secret_meeting"),
         ("avant minuit il balance ma vidéo si je paye pas", "blackmail_deadline"),
         ("dites à mon père que je lui en veux pas", "farewell_message"),
+        (
+            "il veut 150 euros avant minuit sinon il envoie ma vidéo à ma famille, jpréfère crever que ma mère voie ça",
+            "blackmail_deadline_despair",
+        ),
+        ("il a mes photos et il les poste ce soir si je paye pas, j'en peux plus", "blackmail_deadline_distress"),
     ];
     assert_fires(&rules, &cases);
 
