@@ -10,4 +10,5 @@ cybertriage fetch-base
 cybertriage data check
 cybertriage eval --data eval/testset.jsonl --out eval/reports/ci --baseline eval/baseline/report.json
 cargo bench --locked --no-run   # compiles the criterion benches, so that they cannot rot
-cargo test --release --locked -- --test-threads="${CYBERTRIAGE_TEST_THREADS:-2}"
+# --no-fail-fast runs every test binary even after a failure, so one run lists every failing test.
+cargo test --release --locked --no-fail-fast -- --test-threads="${CYBERTRIAGE_TEST_THREADS:-2}"
