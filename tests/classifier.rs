@@ -233,3 +233,18 @@ fn cli_classify_jsonl_keeps_order() {
         assert!(value.get(field).is_some(), "missing contract field {field}");
     }
 }
+
+#[test]
+fn trace_logs_keep_message_text_out() {
+    // At trace level the tokenizers crate logs each character it normalises; the service caps it.
+    // Accents make the normaliser replace characters, which is what that crate logs.
+    let output = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
+        .args(["classify", "kwyjibomarker, j'ai été menacée, je veux mourir"])
+        .env("RUST_LOG", "trace,tokenizers=trace")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(!logs.contains("kwyjibomarker"), "the message reached the logs");
+    assert!(!logs.contains("Replacing char"), "the tokenizer logged message characters");
+}

@@ -73,9 +73,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Sends human-readable logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Sends human-readable logs to stderr, filtered by `RUST_LOG` (default `info`), with the crates
+/// that quote message text capped at `warn`.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(crate::http::logging::env_filter()).with_writer(std::io::stderr).try_init();
 }

@@ -11,12 +11,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: stderr, in `format`, filtered by `RUST_LOG` (default
-/// `info`). Returns false when a subscriber was already installed, which then stays in place.
-pub fn init(format: LogFormat) -> bool {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Crates whose debug and trace events quote the text they process: the `tokenizers` crate logs
+/// the message character by character while it normalises it. They are capped at `warn`
+/// whatever `RUST_LOG` asks for, so that no log level writes message text.
+const TEXT_QUOTING_TARGETS: &[&str] = &["tokenizers"];
+
+/// Returns the log filter of every command: `RUST_LOG` (default `info`), with the crates of
+/// [`TEXT_QUOTING_TARGETS`] capped at `warn`.
+pub fn env_filter() -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    for target in TEXT_QUOTING_TARGETS {
+        filter = filter.add_directive(format!("{target}=warn").parse().expect("a crate name and a level make a valid directive"));
+    }
+    filter
+}
+
+/// Installs the global subscriber: stderr, in `format`, filtered by [`env_filter`]. Returns
+/// false when a subscriber was already installed, which then stays in place.
+pub fn init(format: LogFormat) -> bool {
+    let builder = tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.try_init().is_ok(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init().is_ok(),
