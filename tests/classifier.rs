@@ -161,6 +161,16 @@ fn unsupported_script_is_handed_to_a_human() {
     assert!(["now", "soon"].contains(&russian.handoff.action.as_str()), "{:?}", russian.handoff);
     assert!(russian.handoff.reasons.contains(&"unsupported_script".to_string()), "{:?}", russian.handoff);
 
+    // A French greeting before a sentence in Russian ("I want to kill myself"), and an earlier
+    // message in Russian, are flagged as well.
+    let mixed = classify("bonjour je suis ukrainienne, я хочу покончить с собой");
+    assert!(mixed.unsupported_script);
+    assert!(["now", "soon"].contains(&mixed.handoff.action.as_str()), "{:?}", mixed.handoff);
+    let input = MessageInput { text: "ok".to_string(), context: vec!["я хочу умереть".to_string()] };
+    let context = classifier().classify(&[input]).unwrap().remove(0);
+    assert!(context.unsupported_script);
+    assert!(["now", "soon"].contains(&context.handoff.action.as_str()), "{:?}", context.handoff);
+
     // A French message that quotes a word in Cyrillic stays readable.
     let french = classify("un mec m'a écrit « привет » puis il m'a insultée sur insta");
     assert!(!french.unsupported_script);

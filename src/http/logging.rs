@@ -13,7 +13,7 @@ pub enum LogFormat {
 
 /// Crates whose debug and trace events quote the text they process: the `tokenizers` crate logs
 /// the message character by character while it normalises it. They are capped at `warn`
-/// whatever `RUST_LOG` asks for, so that no log level writes message text.
+/// whatever level `RUST_LOG` sets, so that no log level writes message text.
 const TEXT_QUOTING_TARGETS: &[&str] = &["tokenizers"];
 
 /// Returns the log filter of every command: `RUST_LOG` (default `info`), with the crates of

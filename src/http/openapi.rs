@@ -187,7 +187,7 @@ fn schemas() -> Value {
                 "speaker": schema("LabelScore"),
                 "handoff": schema("Handoff"),
                 "uncertain": { "type": "boolean", "description": "The chatbot should ask a follow-up question or offer a human." },
-                "unsupported_script": { "type": "boolean", "description": "Most letters of the message are in a script the model cannot read, such as Cyrillic or CJK: the scores say little, and the handoff is at least `soon`." },
+                "unsupported_script": { "type": "boolean", "description": "The message or a context entry has at least half of its letters, or 10 letters, in a script the model cannot read, such as Cyrillic or CJK: the scores say little, and the handoff is at least `soon`." },
                 "resources": { "type": "array", "items": schema("Resource"), "description": "Help resources, most urgent first." },
                 "model": schema("ModelInfo"),
                 "windows": { "type": "integer", "minimum": 1, "description": "Number of 512-token windows the message was split into." }

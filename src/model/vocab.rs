@@ -117,16 +117,12 @@ pub fn in_dropped_script(c: char) -> bool {
     listed && !KAOMOJI_LETTERS.contains(&c)
 }
 
-/// Returns the share of the letters of `text` that are in a dropped script, 0 when it has no
-/// letter. The pruned vocabulary turns those letters into `<unk>` tokens, so a high share means
-/// the encoder gets little of the message.
-pub fn dropped_script_share(text: &str) -> f32 {
-    let letters = text.chars().filter(|c| c.is_alphabetic());
-    let (total, dropped) = letters.fold((0usize, 0usize), |(total, dropped), c| (total + 1, dropped + usize::from(in_dropped_script(c))));
-    if total == 0 {
-        return 0.0;
-    }
-    dropped as f32 / total as f32
+/// Counts the letters of `text`: those in a dropped script, and all of them. The pruned
+/// vocabulary turns the former into `<unk>` tokens, so the encoder gets nothing of them.
+pub fn count_dropped_script_letters(text: &str) -> (usize, usize) {
+    text.chars()
+        .filter(|c| c.is_alphabetic())
+        .fold((0, 0), |(dropped, letters), c| (dropped + usize::from(in_dropped_script(c)), letters + 1))
 }
 
 /// Identifies the pruning rule, so that files pruned by another rule are rebuilt.
@@ -590,12 +586,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dropped_script_share_counts_letters_only() {
-        assert_eq!(dropped_script_share("я хочу умереть"), 1.0);
-        assert_eq!(dropped_script_share("il m'a écrit « привет » hier"), 6.0 / 19.0);
-        assert_eq!(dropped_script_share("on m'insulte sur snap 😭 ¯\\_(ツ)_/¯"), 0.0);
-        assert_eq!(dropped_script_share("!!! 123 😭"), 0.0);
-        assert_eq!(dropped_script_share("أنا خائف"), 0.0);
+    fn dropped_script_letters_are_counted() {
+        assert_eq!(count_dropped_script_letters("я хочу умереть"), (12, 12));
+        assert_eq!(count_dropped_script_letters("il m'a écrit « привет » hier"), (6, 19));
+        assert_eq!(count_dropped_script_letters("on m'insulte sur snap 😭 ¯\\_(ツ)_/¯"), (0, 18));
+        assert_eq!(count_dropped_script_letters("!!! 123 😭"), (0, 0));
+        assert_eq!(count_dropped_script_letters("أنا خائف"), (0, 7));
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub struct Classification {
     pub handoff: Handoff,
     /// True when the chatbot should ask a follow-up question or offer a human, because no
     /// category cleared its threshold confidently, the top two urgency levels are close, or the
-    /// message is mostly in an unsupported script.
+    /// message or its context is in an unsupported script.
     pub uncertain: bool,
-    /// True when most letters of the message are in a script that the model cannot read
-    /// (Cyrillic, Greek, Hebrew, CJK, Indic scripts and others). The scores then carry little
+    /// True when the message or a context entry has at least half of its letters, or 10 letters,
+    /// in a script that the model cannot read (Cyrillic, Greek, Hebrew, CJK, Indic scripts and
+    /// others). The scores then carry little
     /// information about the message, so a human should read it.
     #[serde(default)]
     pub unsupported_script: bool,

@@ -15,7 +15,7 @@ use crate::model::encoder::{Encoder, EMBEDDING_DIM};
 use crate::model::heads::{HeadEnsemble, HeadScores, HEADS_FILE};
 use crate::model::lexical::SparseFeatures;
 use crate::model::manifest::{Manifest, RESOURCES_FILE, RULES_FILE};
-use crate::model::vocab::dropped_script_share;
+use crate::model::vocab::count_dropped_script_letters;
 
 /// One message to classify, with optional earlier messages from the same person.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,9 +209,22 @@ impl Classifier {
     }
 }
 
-/// Minimum share of a message's letters in scripts that the pruned vocabulary drops (Cyrillic,
-/// CJK…) for the message to be flagged `unsupported_script` and handed to a human.
+/// Share of a text's letters in scripts that the pruned vocabulary drops (Cyrillic, CJK…) from
+/// which the model is taken to miss the text.
 pub const UNSUPPORTED_SCRIPT_SHARE: f32 = 0.5;
+
+/// Number of letters in dropped scripts from which the model is taken to miss part of a text,
+/// whatever their share: a sentence in Russian after a French greeting is missed as well. A
+/// single quoted word, such as « привет » (6 letters), stays under it.
+pub const UNSUPPORTED_SCRIPT_LETTERS: usize = 10;
+
+/// Tells whether the model misses a text or a real part of it: at least
+/// [`UNSUPPORTED_SCRIPT_SHARE`] of its letters, or [`UNSUPPORTED_SCRIPT_LETTERS`] letters, are in
+/// scripts that the pruned vocabulary drops.
+pub fn in_unsupported_script(text: &str) -> bool {
+    let (dropped, letters) = count_dropped_script_letters(text);
+    dropped >= UNSUPPORTED_SCRIPT_LETTERS || (letters > 0 && dropped as f32 >= UNSUPPORTED_SCRIPT_SHARE * letters as f32)
+}
 
 /// Joins earlier messages and the message, oldest first, one per line.
 fn joined_with_context(text: &str, context: &[String]) -> String {
@@ -253,7 +266,8 @@ impl Classify for Classifier {
                 let with_context = self.rules.apply(&joined_with_context(text, context));
                 outcome = merge_rule_outcomes(outcome, with_context);
             }
-            let unsupported_script = dropped_script_share(text) >= UNSUPPORTED_SCRIPT_SHARE;
+            // The context informs the result too, so an unreadable earlier message counts.
+            let unsupported_script = std::iter::once(text).chain(context).any(|t| in_unsupported_script(t));
             results.push(self.decision.decide(&combined, &outcome, windows, unsupported_script));
         }
         Ok(results)
@@ -303,6 +317,18 @@ mod tests {
         let (text, context) = normalize_input(&input).unwrap();
         assert_eq!(text, "il dit qu'il va les envoyer");
         assert_eq!(context, ["il a des photos de moi"]);
+    }
+
+    #[test]
+    fn unsupported_script_share_or_count() {
+        assert!(in_unsupported_script("я хочу умереть"));
+        assert!(in_unsupported_script("我想自杀"));
+        // 20 Cyrillic letters out of 44: under half, but a whole sentence the model cannot read.
+        assert!(in_unsupported_script("bonjour je suis ukrainienne, я хочу покончить с собой"));
+        assert!(!in_unsupported_script("il m'a écrit « привет » puis il m'a insultée"));
+        assert!(!in_unsupported_script("je veux mourir"));
+        assert!(!in_unsupported_script("أريد أن أموت الليلة"));
+        assert!(!in_unsupported_script("😭😭😭"));
     }
 
     #[test]
