@@ -246,15 +246,18 @@ fn cli_classify_jsonl_keeps_order() {
 
 #[test]
 fn trace_logs_keep_message_text_out() {
-    // At trace level the tokenizers crate logs each character it normalises; the service caps it.
-    // Accents make the normaliser replace characters, which is what that crate logs.
-    let output = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
-        .args(["classify", "kwyjibomarker, j'ai été menacée, je veux mourir"])
-        .env("RUST_LOG", "trace,tokenizers=trace")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(!logs.contains("kwyjibomarker"), "the message reached the logs");
-    assert!(!logs.contains("Replacing char"), "the tokenizer logged message characters");
+    // At trace level the tokenizers crate logs each character it normalises, and a directive
+    // for one of its modules is more specific than one for the crate: every form is checked.
+    for directives in ["trace", "trace,tokenizers=trace", "tokenizers::tokenizer=trace", "tokenizers::tokenizer::normalizer=trace"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
+            .args(["classify", "--context", "ctxmarker", "kwyjibomarker, j'ai été menacée, je veux mourir"])
+            .env("RUST_LOG", directives)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let logs = String::from_utf8_lossy(&output.stderr);
+        assert!(!logs.contains("kwyjibomarker"), "RUST_LOG={directives}: the message reached the logs");
+        assert!(!logs.contains("ctxmarker"), "RUST_LOG={directives}: the context reached the logs");
+        assert!(!logs.contains("Replacing char"), "RUST_LOG={directives}: the tokenizer logged message characters");
+    }
 }

@@ -76,5 +76,5 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// Sends human-readable logs to stderr, filtered by `RUST_LOG` (default `info`), with the crates
 /// that quote message text capped at `warn`.
 pub fn init_logging() {
-    let _ = tracing_subscriber::fmt().with_env_filter(crate::http::logging::env_filter()).with_writer(std::io::stderr).try_init();
+    crate::http::logging::init(crate::http::logging::LogFormat::Text);
 }

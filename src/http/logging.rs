@@ -2,6 +2,12 @@
 
 use std::panic::PanicHookInfo;
 
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
 /// Format of the lines written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -12,29 +18,39 @@ pub enum LogFormat {
 }
 
 /// Crates whose debug and trace events quote the text they process: the `tokenizers` crate logs
-/// the message character by character while it normalises it. They are capped at `warn`
-/// whatever level `RUST_LOG` sets, so that no log level writes message text.
+/// the message character by character while it normalises it. Their events below `warn` are
+/// dropped whatever `RUST_LOG` sets, module paths and span directives included, so that no log
+/// level writes message text.
 const TEXT_QUOTING_TARGETS: &[&str] = &["tokenizers"];
 
-/// Returns the log filter of every command: `RUST_LOG` (default `info`), with the crates of
-/// [`TEXT_QUOTING_TARGETS`] capped at `warn`.
-pub fn env_filter() -> tracing_subscriber::EnvFilter {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for target in TEXT_QUOTING_TARGETS {
-        filter = filter.add_directive(format!("{target}=warn").parse().expect("a crate name and a level make a valid directive"));
-    }
-    filter
+/// Returns the log filter that `RUST_LOG` sets (default `info`).
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the global subscriber: stderr, in `format`, filtered by [`env_filter`]. Returns
-/// false when a subscriber was already installed, which then stays in place.
+/// Tells whether an event may be written: any event at `warn` or above, and below that only
+/// events outside [`TEXT_QUOTING_TARGETS`] and their modules.
+fn keeps_message_text_out(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    let quotes_text = TEXT_QUOTING_TARGETS
+        .iter()
+        .any(|quoting| target.strip_prefix(quoting).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")));
+    !quotes_text || *metadata.level() <= Level::WARN
+}
+
+/// Installs the global subscriber of every command: stderr, in `format`, filtered by `RUST_LOG`
+/// (default `info`) and by [`keeps_message_text_out`]. Returns false when a subscriber was
+/// already installed, which then stays in place.
 pub fn init(format: LogFormat) -> bool {
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.try_init().is_ok(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init().is_ok(),
-    }
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_current_span(false).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(env_filter()).with_filter(filter_fn(keeps_message_text_out)))
+        .try_init()
+        .is_ok()
 }
 
 /// Replaces the default panic hook, which prints the panic message to stderr, by one that logs
@@ -46,4 +62,37 @@ pub fn install_panic_hook() {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(thread = thread.name().unwrap_or("unnamed"), location, "panic (message withheld from the log)");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::callsite::{Callsite, Identifier};
+    use tracing::metadata::Kind;
+
+    struct NoCallsite;
+    impl Callsite for NoCallsite {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &Metadata<'_> {
+            unreachable!("only its identity is used")
+        }
+    }
+    static CALLSITE: NoCallsite = NoCallsite;
+
+    fn event(target: &'static str, level: Level) -> Metadata<'static> {
+        let fields = tracing::field::FieldSet::new(&[], Identifier(&CALLSITE));
+        Metadata::new("event", target, level, None, None, None, fields, Kind::EVENT)
+    }
+
+    #[test]
+    fn tokenizer_events_below_warn_are_dropped() {
+        assert!(!keeps_message_text_out(&event("tokenizers", Level::TRACE)));
+        assert!(!keeps_message_text_out(&event("tokenizers::tokenizer::normalizer", Level::TRACE)));
+        assert!(!keeps_message_text_out(&event("tokenizers::tokenizer", Level::DEBUG)));
+        assert!(!keeps_message_text_out(&event("tokenizers", Level::INFO)));
+        assert!(keeps_message_text_out(&event("tokenizers::tokenizer", Level::WARN)));
+        assert!(keeps_message_text_out(&event("tokenizers", Level::ERROR)));
+        assert!(keeps_message_text_out(&event("tokenizers_extra", Level::TRACE)));
+        assert!(keeps_message_text_out(&event("cybertriage::http", Level::TRACE)));
+    }
 }
