@@ -188,9 +188,9 @@ fn top_two_gap(probabilities: &[f32]) -> f32 {
     sorted[0] - sorted.get(1).copied().unwrap_or(0.0)
 }
 
-/// Decides the handoff: `now` at critical urgency, `soon` at high urgency, when the person asks
-/// for an écoutant or when the message is in an unsupported script, `offer` at medium urgency,
-/// `none` otherwise.
+/// Decides the handoff: `now` at critical urgency, and `soon` at high urgency, on a request for
+/// an écoutant or for a message in an unsupported script. Otherwise `offer` at medium urgency,
+/// `none` below.
 pub fn handoff(level: Urgency, intent: &str, raised_by_rule: Option<&str>, uncertain: bool, unsupported_script: bool) -> Handoff {
     let mut reasons = vec![format!("urgency_{}", level.id())];
     if let Some(rule) = raised_by_rule {
