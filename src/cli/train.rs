@@ -71,6 +71,12 @@ pub struct Args {
     #[arg(long, env = "CYBERTRIAGE_TRAIN_TUNE_LR", default_value_t = TrainConfig::default().tune_learning_rate)]
     pub tune_learning_rate: f64,
 
+    /// Encoder layers whose mean-pooled states are concatenated into the heads' input, as
+    /// layer counts from 1 to 12, increasing and comma separated (for example 8,12). Empty: the
+    /// last layer alone, the e5 sentence embedding.
+    #[arg(long, env = "CYBERTRIAGE_TRAIN_POOLED_LAYERS", value_delimiter = ',', value_name = "LAYERS")]
+    pub pooled_layers: Vec<usize>,
+
     /// Folder for the embedding cache (outside git). Defaults to target/cybertriage-cache.
     #[arg(long, env = "CYBERTRIAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -94,6 +100,7 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         tune_layers: args.tune_layers,
         tune_epochs: args.tune_epochs,
         tune_learning_rate: args.tune_learning_rate,
+        pooled_layers: args.pooled_layers,
         ..TrainConfig::default()
     };
 

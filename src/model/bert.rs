@@ -112,6 +112,14 @@ struct WordTable {
     dim: usize,
 }
 
+/// Checks that layer counts `taps` are not empty and increase strictly within 1..=`layers`.
+pub fn check_taps(taps: &[usize], layers: usize) -> Result<()> {
+    if taps.is_empty() || taps.windows(2).any(|w| w[0] >= w[1]) || taps[0] == 0 || taps[taps.len() - 1] > layers {
+        bail!("pooled layers {taps:?} must increase strictly within 1..={layers}");
+    }
+    Ok(())
+}
+
 /// A padded batch of token sequences, as the layers take it.
 pub struct Batch {
     /// `[batch, seq]` with 1 on real tokens and 0 on padding.
@@ -311,6 +319,14 @@ impl Bert {
     /// This is the inference path of the service ([`super::infer`]); it computes the same
     /// function as [`Bert::forward_candle`], up to float rounding.
     pub fn forward_packed(&self, sequences: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let last = self.config.num_hidden_layers;
+        Ok(self.forward_packed_taps(sequences, &[last])?.pop().expect("one tap asked"))
+    }
+
+    /// Packed hidden states after each layer count in `taps` (1 to the number of layers, in
+    /// increasing order), as [`Bert::forward_packed`] lays them out.
+    pub fn forward_packed_taps(&self, sequences: &[Vec<u32>], taps: &[usize]) -> Result<Vec<Vec<f32>>> {
+        check_taps(taps, self.config.num_hidden_layers)?;
         let h = self.config.hidden_size;
         let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
         if let Some(&len) = lengths.iter().find(|&&len| len > self.config.max_position_embeddings) {
@@ -329,8 +345,15 @@ impl Bert {
         }
         let eps = self.config.layer_norm_eps as f32;
         infer::norm_rows(&mut x, h, &self.plain.norm_weight, &self.plain.norm_bias, eps);
-        infer::run_layers(&self.packed, &self.config, &mut x, &lengths)?;
-        Ok(x)
+        let mut states = Vec::with_capacity(taps.len());
+        let last = taps[taps.len() - 1];
+        infer::run_layers_tapped(&self.packed[..last], &self.config, &mut x, &lengths, |done, x| {
+            if taps.contains(&done) && done != last {
+                states.push(x.to_vec());
+            }
+        })?;
+        states.push(x);
+        Ok(states)
     }
 
     /// [`Bert::forward`] through the candle layers of [`Layer::forward`] in
@@ -650,10 +673,9 @@ mod tests {
         assert!(gap < 1e-4, "packed and candle outputs differ by {gap}");
     }
 
-    #[test]
-    fn packed_forward_matches_candle_from_a_weights_file() {
+    /// Writes random weights for `config` to a safetensors file in `dir`.
+    fn random_weights_file(config: &BertConfig, dir: &Path) -> std::path::PathBuf {
         let device = Device::Cpu;
-        let config = BertConfig { num_hidden_layers: 2, ..tiny_config() };
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let mut tensors = HashMap::new();
         let mut add = |name: String, shape: &[usize]| {
@@ -671,9 +693,16 @@ mod tests {
                 add(name, shape);
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.safetensors");
+        let path = dir.join("model.safetensors");
         candle_core::safetensors::save(&tensors, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn packed_forward_matches_candle_from_a_weights_file() {
+        let config = BertConfig { num_hidden_layers: 2, ..tiny_config() };
+        let dir = tempfile::tempdir().unwrap();
+        let path = random_weights_file(&config, dir.path());
         let bert = Bert::load(config, &path, &HashMap::new()).unwrap();
 
         let sequences = vec![vec![0, 5, 9, 2, 2, 7, 1], vec![0, 3, 1], vec![4]];
@@ -684,6 +713,25 @@ mod tests {
         let gap = max_gap(&fast.broadcast_mul(&mask).unwrap(), &reference.broadcast_mul(&mask).unwrap());
         assert!(gap < 1e-4, "packed and candle forward passes differ by {gap}");
         assert_eq!(max_gap(&fast_batch.mask, &reference_batch.mask), 0.0);
+    }
+
+    #[test]
+    fn taps_return_the_states_after_each_asked_layer() {
+        let config = BertConfig { num_hidden_layers: 3, ..tiny_config() };
+        let dir = tempfile::tempdir().unwrap();
+        let path = random_weights_file(&config, dir.path());
+        let bert = Bert::load(config.clone(), &path, &HashMap::new()).unwrap();
+        let sequences = vec![vec![0, 5, 9, 2, 1], vec![0, 3, 1]];
+        let taps = bert.forward_packed_taps(&sequences, &[1, 3]).unwrap();
+        assert_eq!(taps.len(), 2);
+        assert_eq!(taps[1], bert.forward_packed(&sequences).unwrap());
+        // The same file read as a one-layer model stops after the first layer.
+        let first_only = Bert::load(BertConfig { num_hidden_layers: 1, ..config }, &path, &HashMap::new()).unwrap();
+        assert_eq!(taps[0], first_only.forward_packed(&sequences).unwrap());
+        assert_ne!(taps[0], taps[1]);
+        for bad in [&[][..], &[0], &[4], &[2, 2], &[3, 1]] {
+            assert!(bert.forward_packed_taps(&sequences, bad).is_err(), "taps {bad:?} were accepted");
+        }
     }
 
     #[test]

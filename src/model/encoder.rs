@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Tensor;
 
-use super::bert::{layer_tensor_names, Bert, BertConfig};
+use super::bert::{check_taps, layer_tensor_names, Bert, BertConfig};
 use super::finetune::{load_tuned, TunedEncoder};
 use super::vocab::BaseTokenizer;
 
@@ -177,6 +177,29 @@ impl Encoder {
     /// one unit-norm vector per sequence. Sequences go through forward passes of at most
     /// [`TOKEN_BUDGET`] tokens (see [`length_groups`]).
     pub fn embed_ids(&self, sequences: &[TokenIds]) -> Result<Vec<Vec<f32>>> {
+        self.pooled_ids(sequences, &[])
+    }
+
+    /// Checks layer counts for [`Encoder::pooled_ids`]: empty, or strictly increasing from 1 to
+    /// the number of layers.
+    pub fn check_pooled_layers(&self, layers: &[usize]) -> Result<()> {
+        if layers.is_empty() {
+            return Ok(());
+        }
+        check_taps(layers, self.model.config().num_hidden_layers)
+    }
+
+    /// Length of the vectors that [`Encoder::pooled_ids`] returns for these pooled layers.
+    pub fn pooled_dim(&self, layers: &[usize]) -> usize {
+        self.model.config().hidden_size * layers.len().max(1)
+    }
+
+    /// Like [`Encoder::embed_ids`], but pools the states after each layer count in `layers`
+    /// (strictly increasing, from 1 to the number of layers) and concatenates the
+    /// unit-norm means, in that order. No layers means the last one alone: the e5 embedding.
+    pub fn pooled_ids(&self, sequences: &[TokenIds], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let last = [self.model.config().num_hidden_layers];
+        let taps = if layers.is_empty() { &last[..] } else { layers };
         if sequences.is_empty() {
             return Ok(Vec::new());
         }
@@ -191,11 +214,11 @@ impl Encoder {
         let mut vectors = vec![Vec::new(); sequences.len()];
         for group in length_groups(sequences) {
             let members: Vec<TokenIds> = group.iter().map(|&i| sequences[i].clone()).collect();
-            let hidden = self.model.forward_packed(&members)?;
+            let states = self.model.forward_packed_taps(&members, taps)?;
             let mut start = 0;
             for &i in &group {
                 let len = sequences[i].len();
-                vectors[i] = pool_and_normalize(&hidden[start * h..(start + len) * h], h);
+                vectors[i] = states.iter().flat_map(|hidden| pool_and_normalize(&hidden[start * h..(start + len) * h], h)).collect();
                 start += len;
             }
         }

@@ -149,6 +149,18 @@ impl PackedLayer {
 /// Runs `layers` on packed hidden states `x` (`[sum of lengths, hidden]`, sequence after
 /// sequence) in place.
 pub fn run_layers(layers: &[PackedLayer], config: &BertConfig, x: &mut [f32], lengths: &[usize]) -> Result<()> {
+    run_layers_tapped(layers, config, x, lengths, |_, _| {})
+}
+
+/// [`run_layers`] that hands the hidden states after each layer to `tap`, with the number of
+/// layers run so far (1 after the first layer).
+pub fn run_layers_tapped(
+    layers: &[PackedLayer],
+    config: &BertConfig,
+    x: &mut [f32],
+    lengths: &[usize],
+    mut tap: impl FnMut(usize, &[f32]) + Send,
+) -> Result<()> {
     let h = config.hidden_size;
     let tokens: usize = lengths.iter().sum();
     if x.len() != tokens * h {
@@ -161,8 +173,9 @@ pub fn run_layers(layers: &[PackedLayer], config: &BertConfig, x: &mut [f32], le
     // thread instead of waking the pool and blocking the caller for every product.
     rayon::scope(|_| {
         let mut buffers = Buffers::new(tokens, config);
-        for layer in layers {
+        for (done, layer) in layers.iter().enumerate() {
             layer_forward(layer, config, x, lengths, &mut buffers);
+            tap(done + 1, x);
         }
     });
     Ok(())

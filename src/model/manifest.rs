@@ -30,6 +30,10 @@ pub struct Manifest {
     /// Fine-tuned top layers of the encoder, absent when only the heads were trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<TunedEncoder>,
+    /// Layer counts whose mean-pooled states make the heads' input, in order (see
+    /// [`super::encoder::Encoder::pooled_ids`]). Absent: the last layer alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pooled_layers: Vec<usize>,
 }
 
 /// The base encoder the heads were trained on. A different checksum means different

@@ -69,6 +69,10 @@ pub struct TrainConfig {
     /// Examples per step while fine-tuning.
     #[serde(default)]
     pub tune_batch_size: usize,
+    /// Layer counts whose mean-pooled states are concatenated into the heads' input (see
+    /// [`Encoder::pooled_ids`]). Empty: the last layer alone, the e5 sentence embedding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pooled_layers: Vec<usize>,
     /// Path of the JSONL file that receives each example's held-out probabilities (id, gold
     /// labels and scores, no text), for reviewing labels and thresholds. Not in the manifest.
     #[serde(skip)]
@@ -96,6 +100,7 @@ impl Default for TrainConfig {
             tune_epochs: 4,
             tune_learning_rate: 1e-4,
             tune_batch_size: 32,
+            pooled_layers: Vec::new(),
             held_out_scores: None,
         }
     }
@@ -155,6 +160,11 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     if config.tune_layers > 0 && folds.len() != 1 {
         bail!("fine-tuning encoder layers needs a single dev split: train with one fold");
     }
+    if config.tune_layers > 0 && !config.pooled_layers.is_empty() {
+        bail!("fine-tuning encoder layers pools the last layer only: drop the pooled layers");
+    }
+    encoder.check_pooled_layers(&config.pooled_layers)?;
+    let dim = encoder.pooled_dim(&config.pooled_layers);
 
     let texts: Vec<String> = examples.iter().map(|e| normalize(&e.text)).collect();
     let targets: Vec<Target> = examples.iter().map(Target::from_example).collect::<Result<_>>()?;
@@ -173,7 +183,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
     let variant_texts: Vec<String> = variants.iter().flatten().cloned().collect();
 
     tracing::info!(texts = texts.len(), variants = variant_texts.len(), folds = folds.len(), "embedding");
-    let mut cache = EmbeddingCache::open(cache_dir, &encoder.info().checksum)?;
+    let mut cache = EmbeddingCache::open(cache_dir, &encoder.info().checksum, &config.pooled_layers, dim)?;
     let embeddings = cache.embed(encoder, &texts)?;
     let mut variant_embeddings = cache.embed(encoder, &variant_texts)?.into_iter();
     cache.save()?;
@@ -185,7 +195,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
 
     let device = Device::Cpu;
     let heads_config =
-        HeadsConfig { input_dim: EMBEDDING_DIM, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets, members: 1 };
+        HeadsConfig { input_dim: dim, hidden_dim: config.hidden_dim, lexical_buckets: config.lexical_buckets, members: 1 };
     let mut members = Vec::new();
     let mut best_epochs = Vec::new();
     let mut held_out: Vec<(usize, HeadScores)> = Vec::new();
@@ -215,10 +225,10 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
             tuned = Some(outcome.layers);
         }
 
-        let train_tensor = Tensor::from_vec(rows.embeddings.concat(), (rows.targets.len(), EMBEDDING_DIM), &device)?;
+        let train_tensor = Tensor::from_vec(rows.embeddings.concat(), (rows.targets.len(), dim), &device)?;
         let heads = Heads::init(heads_config, &train_tensor, lexical.clone(), &mut rng, &device)?;
         best_epochs.push(fit(&heads, &rows.split(), &dev.split(), config, &mut rng)?);
-        let dev_tensor = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), EMBEDDING_DIM), &device)?;
+        let dev_tensor = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), dim), &device)?;
         let scores = heads.predict(&dev_tensor, &dev.lexical.iter().collect::<Vec<_>>())?;
         held_out.extend(dev_indices.iter().copied().zip(scores));
         members.push(heads);
@@ -272,6 +282,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
             dev_metrics: dev_metrics.clone(),
         },
         encoder: tuned_encoder,
+        pooled_layers: config.pooled_layers.clone(),
     };
     manifest.write(model_dir)?;
     Ok(TrainOutcome { model_dir: model_dir.to_path_buf(), dev_metrics })
@@ -494,9 +505,16 @@ struct Split<'a> {
     targets: &'a [Target],
 }
 
+impl Split<'_> {
+    /// Length of the embeddings (0 for an empty split).
+    fn dim(&self) -> usize {
+        self.embeddings.first().map_or(0, Vec::len)
+    }
+}
+
 /// Sum of the four task losses on the rows `indices` of a split.
 fn batch_loss(heads: &Heads, split: &Split, indices: &[usize], dropout_mask: Option<&Tensor>, urgency_weights: &Tensor) -> Result<Tensor> {
-    let x = Tensor::from_vec(indices.iter().flat_map(|&i| split.embeddings[i].clone()).collect(), (indices.len(), EMBEDDING_DIM), &Device::Cpu)?;
+    let x = Tensor::from_vec(indices.iter().flat_map(|&i| split.embeddings[i].clone()).collect(), (indices.len(), split.dim()), &Device::Cpu)?;
     batch_loss_on(heads, &x, split, indices, dropout_mask, urgency_weights)
 }
 
@@ -559,7 +577,7 @@ fn fit(heads: &Heads, train: &Split, dev: &Split, config: &TrainConfig, rng: &mu
 }
 
 fn early_stopping_score(heads: &Heads, dev: &Split) -> Result<f32> {
-    let embeddings = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), EMBEDDING_DIM), &Device::Cpu)?;
+    let embeddings = Tensor::from_vec(dev.embeddings.concat(), (dev.targets.len(), dev.dim()), &Device::Cpu)?;
     let scores = heads.predict(&embeddings, &dev.lexical.iter().collect::<Vec<_>>())?;
     let macro_f1 = (0..CATEGORIES.len())
         .map(|c| binary_f1(scores.iter().zip(dev.targets).map(|(s, t)| (s.categories[c] >= 0.5, t.categories[c] > 0.5))))
@@ -761,25 +779,29 @@ fn dev_metrics(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgen
 /// retraining does not re-encode unchanged examples. Lives outside the repository.
 struct EmbeddingCache {
     path: PathBuf,
+    layers: Vec<usize>,
     vectors: HashMap<[u8; 32], Vec<f32>>,
     dirty: bool,
 }
 
 impl EmbeddingCache {
-    fn open(dir: &Path, base_checksum: &str) -> Result<Self> {
-        let path = dir.join(format!("embeddings-{}.bin", &base_checksum[..16.min(base_checksum.len())]));
+    /// Opens the cache of vectors of length `dim` pooled from `layers` of the base `base_checksum`.
+    fn open(dir: &Path, base_checksum: &str, layers: &[usize], dim: usize) -> Result<Self> {
+        let base = &base_checksum[..16.min(base_checksum.len())];
+        let pooled: String = layers.iter().map(|l| format!("-l{l}")).collect();
+        let path = dir.join(format!("embeddings-{base}{pooled}.bin"));
         let mut vectors = HashMap::new();
         if let Ok(mut file) = fs::File::open(&path) {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
-            let record = 32 + EMBEDDING_DIM * 4;
+            let record = 32 + dim * 4;
             for chunk in bytes.chunks_exact(record) {
                 let key: [u8; 32] = chunk[..32].try_into().unwrap();
                 let vector = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
                 vectors.insert(key, vector);
             }
         }
-        Ok(EmbeddingCache { path, vectors, dirty: false })
+        Ok(EmbeddingCache { path, layers: layers.to_vec(), vectors, dirty: false })
     }
 
     fn embed(&mut self, encoder: &Encoder, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -789,7 +811,7 @@ impl EmbeddingCache {
         missing.dedup_by_key(|i| keys[*i]);
         for (done, chunk) in missing.chunks(32).enumerate() {
             let ids = chunk.iter().map(|&i| encoder.tokenize(&texts[i])).collect::<Result<Vec<_>>>()?;
-            for (&i, vector) in chunk.iter().zip(encoder.embed_ids(&ids)?) {
+            for (&i, vector) in chunk.iter().zip(encoder.pooled_ids(&ids, &self.layers)?) {
                 self.vectors.insert(keys[i], vector);
             }
             self.dirty = true;

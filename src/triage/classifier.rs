@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,7 @@ use super::decision::{DecisionLayer, Resources};
 use super::normalize::normalize;
 use super::rules::{RuleOutcome, RuleSet};
 use crate::model::base::{BaseInfo, PinnedBase};
-use crate::model::encoder::{Encoder, EMBEDDING_DIM};
+use crate::model::encoder::Encoder;
 use crate::model::heads::{HeadEnsemble, HeadScores, HEADS_FILE};
 use crate::model::lexical::SparseFeatures;
 use crate::model::manifest::{Manifest, RESOURCES_FILE, RULES_FILE};
@@ -120,6 +121,16 @@ impl Classifier {
                 manifest.encoder.as_ref().map(|t| &t.sha256)
             );
         }
+        encoder.check_pooled_layers(&manifest.pooled_layers).with_context(|| format!("invalid manifest of {}", manifest.name))?;
+        let pooled_dim = encoder.pooled_dim(&manifest.pooled_layers);
+        if manifest.heads.input_dim != pooled_dim {
+            anyhow::bail!(
+                "the heads of {} take {} values, but pooling layers {:?} of the encoder gives {pooled_dim}",
+                manifest.name,
+                manifest.heads.input_dim,
+                manifest.pooled_layers
+            );
+        }
         let heads = HeadEnsemble::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
         let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
         let resources = Resources::load(&model_dir.join(RESOURCES_FILE))?;
@@ -174,10 +185,10 @@ impl Classifier {
         let mut scores: Vec<Option<HeadScores>> = vec![None; sequences.len()];
         for chunk in order.chunks(self.batch_size) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| sequences[i].ids.clone()).collect();
-            let vectors = self.encoder.embed_ids(&ids)?;
+            let vectors = self.encoder.pooled_ids(&ids, &self.manifest.pooled_layers)?;
             let rows = vectors.len();
             let flat: Vec<f32> = vectors.into_iter().flatten().collect();
-            let embeddings = Tensor::from_vec(flat, (rows, EMBEDDING_DIM), &Device::Cpu)?;
+            let embeddings = Tensor::from_vec(flat, (rows, self.manifest.heads.input_dim), &Device::Cpu)?;
             let lexical: Vec<SparseFeatures> = chunk.iter().map(|&i| self.heads.lexical().features(&sequences[i].text)).collect();
             let lexical_rows: Vec<&SparseFeatures> = lexical.iter().collect();
             for (&i, head_scores) in chunk.iter().zip(self.heads.predict(&embeddings, &lexical_rows)?) {
