@@ -26,7 +26,8 @@ pub const HANDOFF_NONE: &str = "none";
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     pub version: String,
-    /// Shown first whenever urgency is critical (emergency numbers).
+    /// Shown first whenever urgency is critical (emergency numbers), each one subject to its
+    /// `only_with` list.
     pub urgent: Vec<ResourceEntry>,
     /// Resources per category id.
     pub categories: HashMap<String, Vec<ResourceEntry>>,
@@ -38,14 +39,28 @@ pub struct ResourceEntry {
     pub id: String,
     pub title: String,
     pub links: Vec<String>,
+    /// Urgent entries only: category ids of which at least one must be detected for the entry
+    /// to be shown. A critical result with no concern detected gets every urgent entry. Empty:
+    /// always shown.
+    #[serde(default)]
+    pub only_with: Vec<String>,
 }
 
 impl Resources {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
         let resources: Resources = serde_json::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
-        if let Some(unknown) = resources.categories.keys().find(|id| !CATEGORIES.iter().any(|c| c.id == id.as_str())) {
+        let known = |id: &String| CATEGORIES.iter().any(|c| c.id == id.as_str());
+        if let Some(unknown) = resources.categories.keys().find(|id| !known(id)) {
             anyhow::bail!("{}: unknown category {unknown:?}", path.display());
+        }
+        if let Some(entry) = resources.categories.values().flatten().find(|e| !e.only_with.is_empty()) {
+            anyhow::bail!("{}: {:?} has only_with, which only urgent entries may have", path.display(), entry.id);
+        }
+        for entry in &resources.urgent {
+            if let Some(unknown) = entry.only_with.iter().find(|id| !known(id)) {
+                anyhow::bail!("{}: {:?} names unknown category {unknown:?} in only_with", path.display(), entry.id);
+            }
         }
         Ok(resources)
     }
@@ -159,8 +174,14 @@ impl DecisionLayer {
             }
         };
         if level == Urgency::Critical {
+            let concerns: Vec<&str> = categories.iter().filter(|c| c.detected && c.id != NONE_CATEGORY).map(|c| c.id.as_str()).collect();
             for entry in &self.resources.urgent {
-                push(entry, "urgent");
+                let relevant = entry.only_with.is_empty()
+                    || concerns.is_empty()
+                    || entry.only_with.iter().any(|id| concerns.contains(&id.as_str()));
+                if relevant {
+                    push(entry, "urgent");
+                }
             }
         }
         for category in categories.iter().filter(|c| c.detected) {
@@ -231,10 +252,13 @@ mod tests {
         };
         let resources = Resources {
             version: "t".into(),
-            urgent: vec![ResourceEntry { id: "urgence".into(), title: "Urgence".into(), links: vec!["tel_112".into()] }],
+            urgent: vec![
+                ResourceEntry { id: "urgence".into(), title: "Urgence".into(), links: vec!["tel_112".into()], only_with: vec![] },
+                ResourceEntry { id: "3114".into(), title: "3114".into(), links: vec!["tel_3114".into()], only_with: vec!["self_harm".into()] },
+            ],
             categories: [(
                 "self_harm".to_string(),
-                vec![ResourceEntry { id: "3114".into(), title: "3114".into(), links: vec!["tel_3114".into()] }],
+                vec![ResourceEntry { id: "3114".into(), title: "3114".into(), links: vec!["tel_3114".into()], only_with: vec![] }],
             )]
             .into_iter()
             .collect(),
@@ -306,6 +330,36 @@ mod tests {
         assert_eq!(result.handoff.action, "now");
         assert_eq!(result.resources[0].id, "urgence");
         assert!(result.resources.iter().any(|r| r.id == "3114"));
+    }
+
+    #[test]
+    fn urgent_entries_follow_only_with() {
+        let ids = |result: &Classification| result.resources.iter().map(|r| (r.id.clone(), r.category.clone())).collect::<Vec<_>>();
+        let critical = [0.0, 0.0, 0.1, 0.9];
+        let threat = layer().decide(&scores("threats", 0.9, critical), &RuleOutcome::default(), 1, false);
+        assert_eq!(ids(&threat), vec![("urgence".to_string(), "urgent".to_string())]);
+        let self_harm = layer().decide(&scores("self_harm", 0.9, critical), &RuleOutcome::default(), 1, false);
+        assert!(ids(&self_harm).contains(&("3114".to_string(), "urgent".to_string())), "{:?}", ids(&self_harm));
+        // No concern detected: every urgent entry, since nothing tells which one is irrelevant.
+        let unclear = layer().decide(&scores("threats", 0.2, critical), &RuleOutcome::default(), 1, false);
+        assert!(unclear.detected_categories().is_empty());
+        assert_eq!(ids(&unclear).len(), 2, "{:?}", ids(&unclear));
+        // Below critical, no urgent entry at all.
+        let high = layer().decide(&scores("self_harm", 0.9, [0.0, 0.1, 0.8, 0.1]), &RuleOutcome::default(), 1, false);
+        assert!(ids(&high).iter().all(|(_, category)| category != "urgent"), "{:?}", ids(&high));
+    }
+
+    #[test]
+    fn resources_refuse_only_with_outside_urgent_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resources.json");
+        let entry = |only_with: &str| format!(r#"{{"id": "a", "title": "A", "links": [], "only_with": [{only_with}]}}"#);
+        std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [{}], "categories": {{}}}}"#, entry(r#""self_harm""#))).unwrap();
+        assert_eq!(Resources::load(&path).unwrap().urgent[0].only_with, vec!["self_harm".to_string()]);
+        std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [{}], "categories": {{}}}}"#, entry(r#""suicide""#))).unwrap();
+        assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("unknown category \"suicide\""));
+        std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [], "categories": {{"threats": [{}]}}}}"#, entry(r#""threats""#))).unwrap();
+        assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("only urgent entries"));
     }
 
     #[test]
