@@ -50,6 +50,9 @@ fn rules_stay_quiet_on_look_alikes() {
         "on a regardé une vidéo où ils sont en train de frapper un sac de boxe",
         "ma mère fait un tajine ce soir trop hâte",
         "j'en peux plus de ce jeu, ce soir je poste les photos du tournoi",
+        "je coupe les oignons 😭🔪",
+        "mon bulletin 🪦 mdr",
+        "💀💀💀 jsuis mort",
     ];
     for text in cases {
         let critical: Vec<String> = rules
@@ -76,6 +79,9 @@ fn rules_read_everyday_forms() {
             "blackmail_deadline_despair",
         ),
         ("il a mes photos et il les poste ce soir si je paye pas, j'en peux plus", "blackmail_deadline_distress"),
+        ("😭😭🔪🩸💀", "emoji_self_harm"),
+        ("🪦🪦 bye tout le monde", "emoji_self_harm"),
+        ("💊💊💊 💔", "emoji_self_harm"),
     ];
     assert_fires(&rules, &cases);
 
