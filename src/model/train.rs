@@ -161,7 +161,7 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
         bail!("fine-tuning encoder layers needs a single dev split: train with one fold");
     }
     if config.tune_layers > 0 && !config.pooled_layers.is_empty() {
-        bail!("fine-tuning encoder layers pools the last layer only: drop the pooled layers");
+        bail!("fine-tuning encoder layers supports pooling the last layer only: remove --pooled-layers");
     }
     encoder.check_pooled_layers(&config.pooled_layers)?;
     let dim = encoder.pooled_dim(&config.pooled_layers);

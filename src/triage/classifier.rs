@@ -125,7 +125,7 @@ impl Classifier {
         let pooled_dim = encoder.pooled_dim(&manifest.pooled_layers);
         if manifest.heads.input_dim != pooled_dim {
             anyhow::bail!(
-                "the heads of {} take {} values, but pooling layers {:?} of the encoder gives {pooled_dim}",
+                "the heads of {} expect {} input values, but pooling encoder layers {:?} gives {pooled_dim}: retrain the model or fix pooled_layers in its manifest",
                 manifest.name,
                 manifest.heads.input_dim,
                 manifest.pooled_layers

@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(ids(&threat), vec![("urgence".to_string(), "urgent".to_string())]);
         let self_harm = layer().decide(&scores("self_harm", 0.9, critical), &RuleOutcome::default(), 1, false);
         assert!(ids(&self_harm).contains(&("3114".to_string(), "urgent".to_string())), "{:?}", ids(&self_harm));
-        // No concern detected: every urgent entry, since nothing tells which one is irrelevant.
+        // No concern detected: every urgent entry, because no category shows which one is irrelevant.
         let unclear = layer().decide(&scores("threats", 0.2, critical), &RuleOutcome::default(), 1, false);
         assert!(unclear.detected_categories().is_empty());
         assert_eq!(ids(&unclear).len(), 2, "{:?}", ids(&unclear));
@@ -350,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn resources_refuse_only_with_outside_urgent_entries() {
+    fn resources_reject_only_with_outside_urgent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("resources.json");
         let entry = |only_with: &str| format!(r#"{{"id": "a", "title": "A", "links": [], "only_with": [{only_with}]}}"#);
