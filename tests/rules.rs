@@ -53,6 +53,13 @@ fn rules_stay_quiet_on_look_alikes() {
         "je coupe les oignons 😭🔪",
         "mon bulletin 🪦 mdr",
         "💀💀💀 jsuis mort",
+        "jregarde des séries de meurtre 🔪🩸😭",
+        "j'ai perdu ma partie de among us 🔪😭",
+        "j'ai mes règles 🩸😭 trop mal au ventre",
+        "prise de sang demain à l'hôpital 🩸😢",
+        "ce soir c'est fini les vacances 😭",
+        "ce soir c'est la fin du ramadan, on fête ça",
+        "ce soir c'est la fin de la saison de ma série préférée 😭",
     ];
     for text in cases {
         let critical: Vec<String> = rules
@@ -82,6 +89,12 @@ fn rules_read_everyday_forms() {
         ("😭😭🔪🩸💀", "emoji_self_harm"),
         ("🪦🪦 bye tout le monde", "emoji_self_harm"),
         ("💊💊💊 💔", "emoji_self_harm"),
+        ("jpp 😭🔪🩸", "emoji_self_harm"),
+        ("jvais sauter du balcon jpp", "explicit_suicidal_wording"),
+        ("il poste mes photos ce soir si je paye pas, jpp", "blackmail_deadline_distress"),
+        ("ce soir c'est fini pour moi", "farewell_message"),
+        ("ce soir ce sera fini, merci de m'avoir répondu", "farewell_message"),
+        ("un mec de 35 ans vient me chercher ce soir, faut pas que mes parents sachent", "adult_secret_meeting"),
     ];
     assert_fires(&rules, &cases);
 
