@@ -221,6 +221,13 @@ fn pooled_layers_must_match_the_heads() {
     manifest.write(&model).unwrap();
     let error = Classifier::load(&default_models_dir(), &model).err().expect("decreasing layers must be rejected");
     assert!(format!("{error:#}").contains("must increase strictly"), "{error:#}");
+    // Other layers of the same width fit the heads, so only the training record catches them.
+    manifest.pooled_layers = if manifest.pooled_layers.len() == 2 { vec![6, 12] } else { vec![] };
+    manifest.training.config["pooled_layers"] = serde_json::json!([8, 12]);
+    manifest.heads.input_dim = if manifest.pooled_layers.is_empty() { 384 } else { 768 };
+    manifest.write(&model).unwrap();
+    let error = Classifier::load(&default_models_dir(), &model).err().expect("layers other than the trained ones must be rejected");
+    assert!(error.to_string().contains("its heads were trained on layers [8, 12]"), "{error:#}");
 }
 
 #[test]

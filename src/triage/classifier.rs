@@ -121,16 +121,7 @@ impl Classifier {
                 manifest.encoder.as_ref().map(|t| &t.sha256)
             );
         }
-        encoder.check_pooled_layers(&manifest.pooled_layers).with_context(|| format!("invalid manifest of {}", manifest.name))?;
-        let pooled_dim = encoder.pooled_dim(&manifest.pooled_layers);
-        if manifest.heads.input_dim != pooled_dim {
-            anyhow::bail!(
-                "the heads of {} expect {} input values, but pooling encoder layers {:?} gives {pooled_dim}: retrain the model or fix pooled_layers in its manifest",
-                manifest.name,
-                manifest.heads.input_dim,
-                manifest.pooled_layers
-            );
-        }
+        check_pooled_layers(&encoder, &manifest)?;
         let heads = HeadEnsemble::load(&model_dir.join(HEADS_FILE), manifest.heads, &Device::Cpu)?;
         let rules = RuleSet::load(&model_dir.join(RULES_FILE))?;
         let resources = Resources::load(&model_dir.join(RESOURCES_FILE))?;
@@ -313,6 +304,35 @@ fn merge_rule_outcomes(mut first: RuleOutcome, second: RuleOutcome) -> RuleOutco
         }
     }
     first
+}
+
+/// Checks the manifest's `pooled_layers` against the encoder, the heads' input width and the
+/// layers recorded in the training configuration. Heads of the same width read other layers
+/// without any error, so only that record catches an edit of the field.
+fn check_pooled_layers(encoder: &Encoder, manifest: &Manifest) -> anyhow::Result<()> {
+    let layers = &manifest.pooled_layers;
+    encoder.check_pooled_layers(layers).with_context(|| format!("invalid manifest of {}", manifest.name))?;
+    let described = if layers.is_empty() { "the last encoder layer".to_string() } else { format!("encoder layers {layers:?}") };
+    let pooled_dim = encoder.pooled_dim(layers);
+    if manifest.heads.input_dim != pooled_dim {
+        anyhow::bail!(
+            "the heads of {} expect {} input values, but pooling {described} gives {pooled_dim}: retrain the model or fix pooled_layers in its manifest",
+            manifest.name,
+            manifest.heads.input_dim
+        );
+    }
+    let trained: Vec<usize> = match manifest.training.config.get("pooled_layers") {
+        None => Vec::new(),
+        Some(value) => serde_json::from_value(value.clone())
+            .with_context(|| format!("invalid manifest of {}: training.config.pooled_layers is not a list of layers", manifest.name))?,
+    };
+    if trained != *layers {
+        anyhow::bail!(
+            "the manifest of {} pools {described}, but its heads were trained on layers {trained:?} (training.config.pooled_layers): restore pooled_layers or retrain the model",
+            manifest.name
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,8 +58,14 @@ impl Resources {
             anyhow::bail!("{}: {:?} has only_with, which only urgent entries may have", path.display(), entry.id);
         }
         for entry in &resources.urgent {
-            if let Some(unknown) = entry.only_with.iter().find(|id| !known(id)) {
-                anyhow::bail!("{}: {:?} names unknown category {unknown:?} in only_with", path.display(), entry.id);
+            if let Some(unknown) = entry.only_with.iter().find(|id| !known(id) || id.as_str() == NONE_CATEGORY) {
+                let valid: Vec<&str> = CATEGORIES.iter().map(|c| c.id).filter(|&id| id != NONE_CATEGORY).collect();
+                anyhow::bail!(
+                    "{}: {:?} names {unknown:?} in only_with, which is not a concern category: use {}",
+                    path.display(),
+                    entry.id,
+                    valid.join(", ")
+                );
             }
         }
         Ok(resources)
@@ -357,7 +363,9 @@ mod tests {
         std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [{}], "categories": {{}}}}"#, entry(r#""self_harm""#))).unwrap();
         assert_eq!(Resources::load(&path).unwrap().urgent[0].only_with, vec!["self_harm".to_string()]);
         std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [{}], "categories": {{}}}}"#, entry(r#""suicide""#))).unwrap();
-        assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("unknown category \"suicide\""));
+        assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("names \"suicide\" in only_with"));
+        std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [{}], "categories": {{}}}}"#, entry(r#""none""#))).unwrap();
+        assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("names \"none\" in only_with"));
         std::fs::write(&path, format!(r#"{{"version": "t", "urgent": [], "categories": {{"threats": [{}]}}}}"#, entry(r#""threats""#))).unwrap();
         assert!(format!("{:#}", Resources::load(&path).unwrap_err()).contains("only urgent entries"));
     }
