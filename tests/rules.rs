@@ -53,8 +53,7 @@ fn rules_stay_quiet_on_look_alikes() {
         "je coupe les oignons 😭🔪",
         "mon bulletin 🪦 mdr",
         "💀💀💀 jsuis mort",
-        "jregarde des séries de meurtre 🔪🩸😭",
-        "j'ai perdu ma partie de among us 🔪😭",
+        "jcuisine des légumes 🔪😭 j'ai horreur de ça",
         "j'ai mes règles 🩸😭 trop mal au ventre",
         "prise de sang demain à l'hôpital 🩸😢",
         "ce soir c'est fini les vacances 😭",
@@ -95,6 +94,13 @@ fn rules_read_everyday_forms() {
         ("ce soir c'est fini pour moi", "farewell_message"),
         ("ce soir ce sera fini, merci de m'avoir répondu", "farewell_message"),
         ("un mec de 35 ans vient me chercher ce soir, faut pas que mes parents sachent", "adult_secret_meeting"),
+        ("encore un épisode de crise 🔪🩸😭", "emoji_self_harm"),
+        ("une partie de moi veut plus vivre 🔪😭", "emoji_self_harm"),
+        ("j'en peux plus des règles de mes parents 😭🔪🩸", "emoji_self_harm"),
+        ("ce soir c'est fini… je vous aime", "farewell_message"),
+        ("ce soir c'est fini 💔 je vous aime", "farewell_message"),
+        ("ce soir c'est la fin de tout", "farewell_message"),
+        ("ce soir c'est fini je vous aime tous", "farewell_message"),
     ];
     assert_fires(&rules, &cases);
 
