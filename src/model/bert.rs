@@ -323,8 +323,9 @@ impl Bert {
         Ok(self.forward_packed_taps(sequences, &[last])?.pop().expect("one tap requested"))
     }
 
-    /// Packed hidden states after each layer count in `taps` (1 to the number of layers, in
-    /// increasing order), as [`Bert::forward_packed`] lays them out.
+    /// Runs the layers up to the last of `taps` and returns the packed hidden states after each
+    /// layer count in `taps` (1 to the number of layers, increasing), laid out as
+    /// [`Bert::forward_packed`] lays them out.
     pub fn forward_packed_taps(&self, sequences: &[Vec<u32>], taps: &[usize]) -> Result<Vec<Vec<f32>>> {
         check_taps(taps, self.config.num_hidden_layers)?;
         let h = self.config.hidden_size;
@@ -716,7 +717,7 @@ mod tests {
     }
 
     #[test]
-    fn taps_return_the_states_after_each_asked_layer() {
+    fn taps_return_requested_layer_states() {
         let config = BertConfig { num_hidden_layers: 3, ..tiny_config() };
         let dir = tempfile::tempdir().unwrap();
         let path = random_weights_file(&config, dir.path());

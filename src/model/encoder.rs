@@ -189,14 +189,14 @@ impl Encoder {
         check_taps(layers, self.model.config().num_hidden_layers)
     }
 
-    /// Length of the vectors that [`Encoder::pooled_ids`] returns for these pooled layers.
+    /// Returns the length of the vectors that [`Encoder::pooled_ids`] gives for these layers.
     pub fn pooled_dim(&self, layers: &[usize]) -> usize {
         self.model.config().hidden_size * layers.len().max(1)
     }
 
-    /// Like [`Encoder::embed_ids`], but pools the states after each layer count in `layers`
-    /// (strictly increasing, from 1 to the number of layers) and concatenates the
-    /// unit-norm means, in that order. No layers means the last one alone: the e5 embedding.
+    /// Pools the states after each layer count in `layers` (strictly increasing, from 1 to the
+    /// number of layers) as [`Encoder::embed_ids`] pools the last one, and concatenates the
+    /// unit-norm means in that order. No layers means the last one alone, the e5 embedding.
     pub fn pooled_ids(&self, sequences: &[TokenIds], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
         let last = [self.model.config().num_hidden_layers];
         let taps = if layers.is_empty() { &last[..] } else { layers };

@@ -152,8 +152,8 @@ pub fn run_layers(layers: &[PackedLayer], config: &BertConfig, x: &mut [f32], le
     run_layers_tapped(layers, config, x, lengths, |_, _| {})
 }
 
-/// [`run_layers`] that hands the hidden states after each layer to `tap`, with the number of
-/// layers run so far (1 after the first layer).
+/// Runs `layers` as [`run_layers`] does and hands the hidden states after each layer to `tap`,
+/// with the number of layers run so far (1 after the first layer).
 pub fn run_layers_tapped(
     layers: &[PackedLayer],
     config: &BertConfig,

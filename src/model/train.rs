@@ -506,7 +506,7 @@ struct Split<'a> {
 }
 
 impl Split<'_> {
-    /// Length of the embeddings (0 for an empty split).
+    /// Returns the embedding length (0 for an empty split).
     fn dim(&self) -> usize {
         self.embeddings.first().map_or(0, Vec::len)
     }
