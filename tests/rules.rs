@@ -59,6 +59,9 @@ fn rules_stay_quiet_on_look_alikes() {
         "ce soir c'est fini les vacances 😭",
         "ce soir c'est la fin du ramadan, on fête ça",
         "ce soir c'est la fin de la saison de ma série préférée 😭",
+        "jpp de rire 😭🔪",
+        "jpp xD je vais me tuer de rire",
+        "il m'a tué de rire avec sa vidéo 😭🔪",
     ];
     for text in cases {
         let critical: Vec<String> = rules
@@ -101,6 +104,8 @@ fn rules_read_everyday_forms() {
         ("ce soir c'est fini 💔 je vous aime", "farewell_message"),
         ("ce soir c'est la fin de tout", "farewell_message"),
         ("ce soir c'est fini je vous aime tous", "farewell_message"),
+        ("il a 30 ans, il passe me chercher à 17h, faut surtout pas que mes parents sachent", "adult_secret_meeting"),
+        ("un homme de snap veut me voir, il faudrait pas que ma mère le sache", "adult_secret_meeting"),
     ];
     assert_fires(&rules, &cases);
 
