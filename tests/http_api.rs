@@ -79,6 +79,10 @@ async fn malformed_bodies_get_400() {
         "UTF-8",
     )
     .await;
+    let repeated = r#"{"text": "salut", "text": "il a des photos de moi"}"#;
+    expect_error(post_raw(&app, "/v1/classify", repeated).await, 400, "duplicate_key", "line 1").await;
+    let repeated_in_batch = r#"{"inputs": [{"text": "salut", "context": [], "context": ["re"]}]}"#;
+    expect_error(post_raw(&app, "/v1/classify/batch", repeated_in_batch).await, 400, "duplicate_key", "once").await;
     let bad_id = Request::post("/v1/classify")
         .header("x-request-id", "two words")
         .body(Body::from(r#"{"text": "bonjour"}"#))

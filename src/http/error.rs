@@ -25,6 +25,12 @@ pub enum ApiError {
     )]
     InvalidJson { line: usize, column: usize },
 
+    #[error(
+        "the request body repeats a key in one object (error at line {line}, column {column}): send each \
+         field once"
+    )]
+    DuplicateKey { line: usize, column: usize },
+
     #[error("the request body is not valid UTF-8: encode the JSON body as UTF-8")]
     InvalidUtf8,
 
@@ -126,6 +132,7 @@ impl ApiError {
     /// Every code that [`ApiError::code`] returns, for the API description.
     pub const CODES: &'static [&'static str] = &[
         "invalid_json",
+        "duplicate_key",
         "invalid_utf8",
         "unreadable_body",
         "invalid_request_id",
@@ -149,6 +156,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson { .. }
+            | ApiError::DuplicateKey { .. }
             | ApiError::InvalidUtf8
             | ApiError::UnreadableBody
             | ApiError::InvalidRequestId => StatusCode::BAD_REQUEST,
@@ -172,6 +180,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::DuplicateKey { .. } => "duplicate_key",
             ApiError::InvalidUtf8 => "invalid_utf8",
             ApiError::UnreadableBody => "unreadable_body",
             ApiError::InvalidRequestId => "invalid_request_id",
@@ -247,6 +256,7 @@ mod tests {
     fn every_variant() -> Vec<ApiError> {
         vec![
             ApiError::InvalidJson { line: 1, column: 2 },
+            ApiError::DuplicateKey { line: 1, column: 2 },
             ApiError::InvalidUtf8,
             ApiError::UnreadableBody,
             ApiError::InvalidRequestId,
@@ -270,7 +280,7 @@ mod tests {
 
     #[test]
     fn variants_map_to_status_and_code() {
-        let expected = [400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
+        let expected = [400, 400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
         let variants = every_variant();
         let statuses: Vec<u16> = variants.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(statuses, expected);

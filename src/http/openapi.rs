@@ -40,7 +40,7 @@ fn with_retry_after(mut response: Value) -> Value {
 /// Error responses that every classify route can return.
 fn classify_errors() -> Value {
     json!({
-        "400": error("`invalid_json`, `invalid_utf8`, `unreadable_body` or `invalid_request_id`."),
+        "400": error("`invalid_json`, `duplicate_key`, `invalid_utf8`, `unreadable_body` or `invalid_request_id`."),
         "401": error("`unauthorized`: the API key is set and the request lacks it."),
         "413": error("`body_too_large`, `text_too_long`, `context_too_long` or `batch_too_large`."),
         "415": error("`unsupported_media_type`: a Content-Type other than JSON."),

@@ -150,9 +150,88 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parses a body as JSON. Errors give a position, never a quote of the body.
+///
+/// A key repeated in one object is refused: `serde_json` would keep the last value, while a
+/// proxy or log in front of the service may read the first, so the text classified could differ
+/// from the text they saw.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ApiError::InvalidUtf8)?;
-    serde_json::from_str(text).map_err(|error| ApiError::InvalidJson { line: error.line(), column: error.column() })
+    match serde_json::from_str::<UniqueKeys>(text) {
+        Ok(UniqueKeys(value)) => Ok(value),
+        Err(error) if error.to_string().starts_with(DUPLICATE_KEY) => {
+            Err(ApiError::DuplicateKey { line: error.line(), column: error.column() })
+        }
+        Err(error) => Err(ApiError::InvalidJson { line: error.line(), column: error.column() }),
+    }
+}
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// A JSON value whose objects have no repeated key.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            let UniqueKeys(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
 }
 
 fn body_object(value: Value, example: &str) -> Result<Map<String, Value>, ApiError> {
@@ -364,6 +443,10 @@ mod tests {
     #[test]
     fn json_errors_are_400() {
         assert_eq!(parse_json(b"{\"text\": ").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json(b"{\"text\": \"salut\", \"text\": \"re\"}").unwrap_err().code(), "duplicate_key");
+        assert_eq!(parse_json(b"{\"items\": [{\"a\": 1, \"a\": 2}]}").unwrap_err().code(), "duplicate_key");
+        let nested = parse_json(b"{\"a\": [1, -2, 2.5, true, null, {\"b\": \"c\"}], \"d\": {}}").unwrap();
+        assert_eq!(nested, serde_json::json!({"a": [1, -2, 2.5, true, null, {"b": "c"}], "d": {}}));
         assert_eq!(parse_json(b"{\"text\": \"\xff\"}").unwrap_err().code(), "invalid_utf8");
         assert_eq!(parse_json(b"\"\\ud800\"").unwrap_err().code(), "invalid_json");
     }
