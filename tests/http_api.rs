@@ -17,6 +17,7 @@ use cybertriage::http::openapi;
 use cybertriage::http::request::Limits;
 use cybertriage::http::routes::{OPEN_ROUTES, PROTECTED_ROUTES};
 use cybertriage::http::Config;
+use cybertriage::infer::BatchConfig;
 use cybertriage::triage::classification::Classification;
 use cybertriage::triage::taxonomy;
 
@@ -160,11 +161,30 @@ async fn limits_return_413() {
 #[tokio::test]
 async fn long_text_windowed_when_configured() {
     let limits = Limits { max_chars: None, ..Limits::default() };
-    let app = real_app(Config { limits, ..test_config() }).0;
+    let batching = BatchConfig { max_text_tokens: None, ..BatchConfig::default() };
+    let app = real_app(Config { limits, batching, ..test_config() }).0;
     let text = MESSAGES[..5].join(" ").repeat(12);
     assert!(text.chars().count() > Limits::default().max_chars.unwrap());
     let result = classification(&classify(&app, &text).await);
     assert!(result.windows > 1, "{} windows", result.windows);
+}
+
+#[tokio::test]
+async fn token_limit_rejects_before_encoding() {
+    let app = app();
+    // Under the character limit, but one token per emoji: about 11 windows of encoder work.
+    let emoji = "😭".repeat(3000);
+    assert!(emoji.chars().count() <= Limits::default().max_chars.unwrap());
+    let answer = classify(&app, &emoji).await;
+    expect_error(answer, 413, "too_many_tokens", "tokens").await;
+
+    let batch = json!({"inputs": [{"text": "il me menace"}, {"text": "é".repeat(3000)}]});
+    expect_error(post_json(&app, "/v1/classify/batch", &batch).await, 413, "too_many_tokens", "1536").await;
+
+    // French prose of the same length stays under the token limit.
+    let prose = MESSAGES[..5].join(" ").repeat(4);
+    let prose: String = prose.chars().take(Limits::default().max_chars.unwrap()).collect();
+    assert_eq!(classify(&app, &prose).await.status, 200);
 }
 
 #[tokio::test]

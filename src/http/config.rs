@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use axum::http::HeaderValue;
 
-use crate::infer::BatchConfig;
+use crate::infer::{BatchConfig, DEFAULT_MAX_TEXT_TOKENS};
 use crate::triage::classifier::default_model_dir;
 
 use super::logging::LogFormat;
@@ -40,6 +40,12 @@ pub struct Options {
     /// overlapping 512-token windows, instead of rejecting them with 413. Off by default.
     #[arg(long, env = "CYBERTRIAGE_WINDOW_LONG_TEXTS")]
     pub window_long_texts: bool,
+
+    /// Maximum encoder tokens of `text`, special tokens included. Longer texts get 413
+    /// `too_many_tokens` before any encoder work, unless --window-long-texts is set. It bounds
+    /// the work of one text whatever its script: emoji can take one token per character.
+    #[arg(long, env = "CYBERTRIAGE_MAX_TOKENS", default_value_t = DEFAULT_MAX_TEXT_TOKENS)]
+    pub max_tokens: usize,
 
     /// Maximum number of earlier messages in `context`, per input. More get 413 `context_too_long`.
     #[arg(long, env = "CYBERTRIAGE_MAX_CONTEXT_MESSAGES", default_value_t = 20)]
@@ -132,6 +138,7 @@ impl Options {
     pub fn resolve(self, models_dir: &Path) -> Result<ServeConfig> {
         positive(self.max_body_bytes, "--max-body-bytes (CYBERTRIAGE_MAX_BODY_BYTES)")?;
         positive(self.max_chars, "--max-chars (CYBERTRIAGE_MAX_CHARS)")?;
+        positive(self.max_tokens, "--max-tokens (CYBERTRIAGE_MAX_TOKENS)")?;
         positive(self.max_batch_inputs, "--max-batch-inputs (CYBERTRIAGE_MAX_BATCH_INPUTS)")?;
         positive(self.max_batch_tokens, "--max-batch-tokens (CYBERTRIAGE_MAX_BATCH_TOKENS)")?;
         positive(self.queue_size, "--queue-size (CYBERTRIAGE_QUEUE_SIZE)")?;
@@ -168,6 +175,7 @@ impl Options {
                     max_wait: Duration::from_millis(self.batch_wait_ms),
                     queue_size: self.queue_size,
                     workers: self.workers,
+                    max_text_tokens: (!self.window_long_texts).then_some(self.max_tokens),
                 },
                 timeout: Duration::from_millis(self.timeout_ms),
                 api_key: self.api_key,
@@ -231,8 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn windowing_lifts_the_character_limit() {
-        assert_eq!(resolve(&["--window-long-texts"]).unwrap().service.limits.max_chars, None);
+    fn windowing_lifts_text_limits() {
+        let windowed = resolve(&["--window-long-texts"]).unwrap();
+        assert_eq!(windowed.service.limits.max_chars, None);
+        assert_eq!(windowed.service.batching.max_text_tokens, None);
+        assert_eq!(resolve(&["--max-tokens", "600"]).unwrap().service.batching.max_text_tokens, Some(600));
         let origins = resolve(&["--cors-allow-origins", "https://a.org, http://localhost:3000"]).unwrap();
         assert_eq!(origins.service.cors_allow_origins.len(), 2);
     }

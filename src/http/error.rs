@@ -83,6 +83,12 @@ pub enum ApiError {
     )]
     ContextTooLong { field: String, count: usize, limit: usize },
 
+    #[error(
+        "a text has {tokens} tokens, above the limit of {limit}: shorten it or split it into several \
+         messages. Emoji and repeated accented letters can take one token each"
+    )]
+    TooManyTokens { tokens: usize, limit: usize },
+
     /// A field is missing, unknown or of the wrong type. The message is complete.
     #[error("{message}")]
     InvalidField { field: String, message: String },
@@ -144,6 +150,7 @@ impl ApiError {
         "text_too_long",
         "batch_too_large",
         "context_too_long",
+        "too_many_tokens",
         "invalid_field",
         "empty_text",
         "invalid_input",
@@ -167,7 +174,8 @@ impl ApiError {
             ApiError::BodyTooLarge { .. }
             | ApiError::TextTooLong { .. }
             | ApiError::BatchTooLarge { .. }
-            | ApiError::ContextTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::ContextTooLong { .. }
+            | ApiError::TooManyTokens { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidField { .. } | ApiError::EmptyText { .. } | ApiError::InvalidInput(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -192,6 +200,7 @@ impl ApiError {
             ApiError::TextTooLong { .. } => "text_too_long",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::ContextTooLong { .. } => "context_too_long",
+            ApiError::TooManyTokens { .. } => "too_many_tokens",
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::EmptyText { .. } => "empty_text",
             ApiError::InvalidInput(_) => "invalid_input",
@@ -223,6 +232,7 @@ impl From<InferError> for ApiError {
             InferError::NotReady => ApiError::NotReady,
             InferError::Timeout => ApiError::Timeout,
             InferError::InvalidInput(message) => ApiError::InvalidInput(message),
+            InferError::TooLong { tokens, limit } => ApiError::TooManyTokens { tokens, limit },
             InferError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -268,6 +278,7 @@ mod tests {
             ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
             ApiError::BatchTooLarge { count: 3, limit: 2 },
             ApiError::ContextTooLong { field: "context".into(), count: 3, limit: 2 },
+            ApiError::TooManyTokens { tokens: 11, limit: 10 },
             ApiError::field("text", "field `text` is missing"),
             ApiError::EmptyText { field: "text".into() },
             ApiError::InvalidInput("reason".into()),
@@ -280,7 +291,7 @@ mod tests {
 
     #[test]
     fn variants_map_to_status_and_code() {
-        let expected = [400, 400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
+        let expected = [400, 400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
         let variants = every_variant();
         let statuses: Vec<u16> = variants.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(statuses, expected);

@@ -123,7 +123,7 @@ mod tests {
     }
 
     fn config(max_batch_tokens: usize, max_wait: Duration) -> BatchConfig {
-        BatchConfig { max_batch_tokens, max_wait, queue_size: 16, workers: 1 }
+        BatchConfig { max_batch_tokens, max_wait, queue_size: 16, workers: 1, max_text_tokens: None }
     }
 
     fn queue(sizes: &[usize]) -> (Intake, SyncSender<Job>, Vec<Answer>) {

@@ -43,11 +43,25 @@ pub struct BatchConfig {
     pub queue_size: usize,
     /// Number of model worker threads sharing the one model.
     pub workers: usize,
+    /// Maximum encoder tokens of one input's text, or no limit. A request with a longer text
+    /// gets [`InferError::TooLong`] before any encoder work.
+    pub max_text_tokens: Option<usize>,
 }
+
+/// Default token limit of one text: at most four 512-token windows. Training messages joined
+/// into 4,000 characters, the default character limit, took 980 to 1,130 tokens. Emoji or a
+/// repeated accented letter can take one token per character, and 4,000 of them need 11 windows.
+pub const DEFAULT_MAX_TEXT_TOKENS: usize = 1536;
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch_tokens: 4096, max_wait: Duration::from_millis(2), queue_size: 128, workers: 1 }
+        BatchConfig {
+            max_batch_tokens: 4096,
+            max_wait: Duration::from_millis(2),
+            queue_size: 128,
+            workers: 1,
+            max_text_tokens: Some(DEFAULT_MAX_TEXT_TOKENS),
+        }
     }
 }
 
@@ -63,6 +77,9 @@ pub enum InferError {
     /// The classifier rejected an input; the message is meant for the client.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A text has more tokens than the classifier accepts.
+    #[error("a text has {tokens} tokens, above the limit of {limit}")]
+    TooLong { tokens: usize, limit: usize },
     /// The model failed or its worker died; the message is for the log only.
     #[error("{0}")]
     Internal(String),

@@ -103,7 +103,11 @@ fn run(shared: &Shared, classifier: &dyn Classify) {
 /// When the classifier rejects the combined inputs, each request is classified again on its
 /// own, so that one invalid input fails only its own request.
 fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
-    let batch: Vec<Costed> = batch.into_iter().filter(|costed| !costed.job.reply.is_closed()).collect();
+    let batch: Vec<Costed> = batch
+        .into_iter()
+        .filter(|costed| !costed.job.reply.is_closed())
+        .filter_map(|costed| reject_too_long(shared, classifier, costed))
+        .collect();
     let mut inputs = Vec::new();
     let mut costs = Vec::new();
     let mut replies = Vec::new();
@@ -141,6 +145,18 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
             }
         }
     }
+}
+
+/// Answers a request whose text is above the token limit with [`InferError::TooLong`] and
+/// drops it from the batch, so that its windows never take encoder time. Returns the others.
+fn reject_too_long(shared: &Shared, classifier: &dyn Classify, costed: Costed) -> Option<Costed> {
+    let Some(limit) = shared.config.max_text_tokens else { return Some(costed) };
+    let longest = costed.job.inputs.iter().map(|input| classifier.text_tokens(input)).max().unwrap_or(0);
+    if longest <= limit {
+        return Some(costed);
+    }
+    let _ = costed.job.reply.send(Err(InferError::TooLong { tokens: longest, limit }));
+    None
 }
 
 fn classify_range(

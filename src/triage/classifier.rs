@@ -54,6 +54,12 @@ pub trait Classify: Send + Sync + 'static {
     /// batching under a token budget.
     fn token_cost(&self, input: &MessageInput) -> usize;
 
+    /// Returns the number of encoder tokens of the input's text alone, special tokens included.
+    /// The service rejects a text above its token limit before any encoder work.
+    fn text_tokens(&self, input: &MessageInput) -> usize {
+        self.token_cost(input)
+    }
+
     fn model_info(&self) -> ModelInfo;
 }
 
@@ -280,6 +286,10 @@ impl Classify for Classifier {
         let text_tokens = self.encoder.count_tokens(&input.text).unwrap_or(max);
         let context_tokens = if input.context.is_empty() { 0 } else { max };
         text_tokens + context_tokens
+    }
+
+    fn text_tokens(&self, input: &MessageInput) -> usize {
+        self.encoder.count_tokens(&input.text).unwrap_or(usize::MAX)
     }
 
     fn model_info(&self) -> ModelInfo {
