@@ -126,7 +126,7 @@ impl DecisionLayer {
             urgency: UrgencyResult {
                 level: level.id().to_string(),
                 label: level.label().to_string(),
-                score: scores.urgency[model_level.index()],
+                score: scores.urgency[level.index()],
                 scores: URGENCIES.iter().zip(&scores.urgency).map(|(l, p)| (l.id.to_string(), *p)).collect::<BTreeMap<_, _>>(),
                 raised_by_rule,
                 rules_matched: rules.fired.clone(),
@@ -379,6 +379,19 @@ mod tests {
             assert_eq!(result.urgency.level, "critical", "rule raising to {raise:?} changed a critical result");
             assert_eq!(result.urgency.raised_by_rule, None);
         }
+    }
+
+    #[test]
+    fn urgency_score_is_that_of_the_returned_level() {
+        let model_low = [0.9, 0.06, 0.03, 0.01];
+        let outcome = RuleOutcome { raise: Some((Urgency::Critical, "r".into())), fired: vec!["r".into()], add_categories: vec![] };
+        let raised = layer().decide(&scores("self_harm", 0.9, model_low), &outcome, 1, false);
+        assert_eq!(raised.urgency.level, "critical");
+        assert_eq!(raised.urgency.score, 0.01, "the model's probability of critical, not of low");
+
+        let unraised = layer().decide(&scores("self_harm", 0.9, model_low), &RuleOutcome::default(), 1, false);
+        assert_eq!(unraised.urgency.level, "low");
+        assert_eq!(unraised.urgency.score, 0.9);
     }
 
     #[test]
