@@ -62,6 +62,8 @@ fn rules_stay_quiet_on_look_alikes() {
         "jpp de rire 😭🔪",
         "jpp xD je vais me tuer de rire",
         "il m'a tué de rire avec sa vidéo 😭🔪",
+        "j'ai pris 2 doliprane pour ma migraine, je peux reprendre un café ?",
+        "j'ai pris mes médocs ce matin comme d'hab",
     ];
     for text in cases {
         let critical: Vec<String> = rules
@@ -106,6 +108,8 @@ fn rules_read_everyday_forms() {
         ("ce soir c'est fini je vous aime tous", "farewell_message"),
         ("il a 30 ans, il passe me chercher à 17h, faut surtout pas que mes parents sachent", "adult_secret_meeting"),
         ("un homme de snap veut me voir, il faudrait pas que ma mère le sache", "adult_secret_meeting"),
+        ("j'ai pris tous mes médocs d'un coup", "overdose_taken"),
+        ("jai avalé 20 doliprane", "overdose_taken"),
     ];
     assert_fires(&rules, &cases);
 
