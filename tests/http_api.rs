@@ -172,7 +172,7 @@ async fn long_text_windowed_when_configured() {
 #[tokio::test]
 async fn token_limit_rejects_before_encoding() {
     let app = app();
-    // Under the character limit, but one token per emoji: about 11 windows of encoder work.
+    // Under the character limit, but one token per emoji: 3,005 tokens, or 8 windows.
     let emoji = "😭".repeat(3000);
     assert!(emoji.chars().count() <= Limits::default().max_chars.unwrap());
     let answer = classify(&app, &emoji).await;
@@ -181,7 +181,7 @@ async fn token_limit_rejects_before_encoding() {
     let batch = json!({"inputs": [{"text": "il me menace"}, {"text": "é".repeat(3000)}]});
     expect_error(post_json(&app, "/v1/classify/batch", &batch).await, 413, "too_many_tokens", "1536").await;
 
-    // French prose of the same length stays under the token limit.
+    // French prose of 4,000 characters stays under the token limit.
     let prose = MESSAGES[..5].join(" ").repeat(4);
     let prose: String = prose.chars().take(Limits::default().max_chars.unwrap()).collect();
     assert_eq!(classify(&app, &prose).await.status, 200);

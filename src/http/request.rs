@@ -151,7 +151,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Parses a body as JSON. Errors give a position, never a quote of the body.
 ///
-/// A key repeated in one object is refused: `serde_json` would keep the last value, while a
+/// A key repeated in one object is rejected: `serde_json` would keep the last value, while a
 /// proxy or log in front of the service may read the first, so the text classified could differ
 /// from the text they saw.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {

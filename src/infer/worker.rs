@@ -147,8 +147,8 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
     }
 }
 
-/// Answers a request whose text is above the token limit with [`InferError::TooLong`] and
-/// drops it from the batch, so that its windows never take encoder time. Returns the others.
+/// Fails a request whose text is above the token limit with [`InferError::TooLong`] and drops
+/// it from the batch, so that its windows never take encoder time. Returns the other requests.
 fn reject_too_long(shared: &Shared, classifier: &dyn Classify, costed: Costed) -> Option<Costed> {
     let Some(limit) = shared.config.max_text_tokens else { return Some(costed) };
     let longest = costed.job.inputs.iter().map(|input| classifier.text_tokens(input)).max().unwrap_or(0);
