@@ -172,7 +172,7 @@ async fn long_text_windowed_when_configured() {
 #[tokio::test]
 async fn token_limit_rejects_before_encoding() {
     let app = app();
-    // Under the character limit, but one token per emoji: 3,005 tokens, or 8 windows.
+    // Under the character limit, but one token per emoji: about 3,000 tokens, or 8 windows.
     let emoji = "😭".repeat(3000);
     assert!(emoji.chars().count() <= Limits::default().max_chars.unwrap());
     let answer = classify(&app, &emoji).await;

@@ -77,7 +77,7 @@ pub enum InferError {
     /// The classifier rejected an input; the message is meant for the client.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A text has more tokens than the classifier accepts.
+    /// A text has more tokens than [`BatchConfig::max_text_tokens`] allows.
     #[error("a text has {tokens} tokens, above the limit of {limit}")]
     TooLong { tokens: usize, limit: usize },
     /// The model failed or its worker died; the message is for the log only.

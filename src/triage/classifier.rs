@@ -55,7 +55,8 @@ pub trait Classify: Send + Sync + 'static {
     fn token_cost(&self, input: &MessageInput) -> usize;
 
     /// Returns the number of encoder tokens of the input's text alone, special tokens included.
-    /// The service rejects a text above its token limit before any encoder work.
+    /// The service rejects a text above its token limit before any encoder work. The default
+    /// returns [`Classify::token_cost`], which also counts the context.
     fn text_tokens(&self, input: &MessageInput) -> usize {
         self.token_cost(input)
     }
