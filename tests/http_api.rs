@@ -185,6 +185,11 @@ async fn token_limit_rejects_before_encoding() {
     let prose = MESSAGES[..5].join(" ").repeat(4);
     let prose: String = prose.chars().take(Limits::default().max_chars.unwrap()).collect();
     assert_eq!(classify(&app, &prose).await.status, 200);
+
+    // The limit counts the normalised text, which the encoder reads: soft hyphens and
+    // zero-width joiners, dropped by normalisation, do not count.
+    let padded = format!("{}je me sens seule ce soir", "\u{00AD}\u{2060}".repeat(1900));
+    assert_eq!(classify(&app, &padded).await.status, 200);
 }
 
 #[tokio::test]

@@ -54,7 +54,8 @@ pub trait Classify: Send + Sync + 'static {
     /// batching under a token budget.
     fn token_cost(&self, input: &MessageInput) -> usize;
 
-    /// Returns the number of encoder tokens of the input's text alone, special tokens included.
+    /// Returns the number of encoder tokens of the input's normalised text alone, special tokens
+    /// included.
     /// The service rejects a text above its token limit before any encoder work. The default
     /// returns [`Classify::token_cost`], which also counts the context.
     fn text_tokens(&self, input: &MessageInput) -> usize {
@@ -282,15 +283,17 @@ impl Classify for Classifier {
         Ok(results)
     }
 
+    // Both counts read the normalised text, as the encoder does: characters that
+    // normalisation drops cost nothing.
     fn token_cost(&self, input: &MessageInput) -> usize {
         let max = self.encoder.max_tokens();
-        let text_tokens = self.encoder.count_tokens(&input.text).unwrap_or(max);
+        let text_tokens = self.encoder.count_tokens(&normalize(&input.text)).unwrap_or(max);
         let context_tokens = if input.context.is_empty() { 0 } else { max };
         text_tokens + context_tokens
     }
 
     fn text_tokens(&self, input: &MessageInput) -> usize {
-        self.encoder.count_tokens(&input.text).unwrap_or(usize::MAX)
+        self.encoder.count_tokens(&normalize(&input.text)).unwrap_or(usize::MAX)
     }
 
     fn model_info(&self) -> ModelInfo {
