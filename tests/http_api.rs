@@ -187,7 +187,7 @@ async fn token_limit_rejects_before_encoding() {
     assert_eq!(classify(&app, &prose).await.status, 200);
 
     // The limit counts the normalised text, which the encoder reads: soft hyphens and
-    // zero-width joiners, dropped by normalisation, do not count.
+    // word joiners, dropped by normalisation, do not count.
     let padded = format!("{}je me sens seule ce soir", "\u{00AD}\u{2060}".repeat(1900));
     assert_eq!(classify(&app, &padded).await.status, 200);
 }

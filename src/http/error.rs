@@ -20,10 +20,11 @@ pub const NOT_READY_RETRY_AFTER_SECS: u64 = 5;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "the request body is not valid JSON (error at line {line}, column {column}): send a JSON object \
-         such as {{\"text\": \"...\"}}"
+        "the request body is not valid JSON{} (error at line {line}, column {column}): send a JSON object \
+         such as {{\"text\": \"...\"}}",
+        if *too_deep { ": its arrays and objects nest deeper than 128 levels" } else { "" }
     )]
-    InvalidJson { line: usize, column: usize },
+    InvalidJson { line: usize, column: usize, too_deep: bool },
 
     #[error(
         "the request body repeats a key in one object (error at line {line}, column {column}): send each \
@@ -265,7 +266,7 @@ mod tests {
 
     fn every_variant() -> Vec<ApiError> {
         vec![
-            ApiError::InvalidJson { line: 1, column: 2 },
+            ApiError::InvalidJson { line: 1, column: 2, too_deep: false },
             ApiError::DuplicateKey { line: 1, column: 2 },
             ApiError::InvalidUtf8,
             ApiError::UnreadableBody,

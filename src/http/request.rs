@@ -161,11 +161,18 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         Err(error) if error.to_string().starts_with(DUPLICATE_KEY) => {
             Err(ApiError::DuplicateKey { line: error.line(), column: error.column() })
         }
-        Err(error) => Err(ApiError::InvalidJson { line: error.line(), column: error.column() }),
+        Err(error) => Err(ApiError::InvalidJson {
+            line: error.line(),
+            column: error.column(),
+            too_deep: error.to_string().starts_with(RECURSION_LIMIT),
+        }),
     }
 }
 
 const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Start of `serde_json`'s error for a value nested deeper than 128 levels.
+const RECURSION_LIMIT: &str = "recursion limit exceeded";
 
 /// A JSON value whose objects have no repeated key.
 struct UniqueKeys(Value);
@@ -449,6 +456,15 @@ mod tests {
         assert_eq!(nested, serde_json::json!({"a": [1, -2, 2.5, true, null, {"b": "c"}], "d": {}}));
         assert_eq!(parse_json(b"{\"text\": \"\xff\"}").unwrap_err().code(), "invalid_utf8");
         assert_eq!(parse_json(b"\"\\ud800\"").unwrap_err().code(), "invalid_json");
+        let shallow = parse_json(b"{\"text\": }").unwrap_err().to_string();
+        assert!(!shallow.contains("deeper"), "{shallow}");
+        let deep = format!("{{\"text\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = parse_json(deep.as_bytes()).unwrap_err();
+        assert_eq!(deep.code(), "invalid_json");
+        assert!(deep.to_string().contains("nest deeper than 128 levels"), "{deep}");
+        // Nesting below the limit is accepted.
+        let ok = format!("{{\"text\": {}1{}}}", "[".repeat(120), "]".repeat(120));
+        assert!(parse_json(ok.as_bytes()).is_ok());
     }
 
     #[test]
