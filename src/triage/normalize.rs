@@ -4,14 +4,25 @@
 use unicode_normalization::UnicodeNormalization;
 
 /// Normalises a message: Unicode NFC, invisible characters removed, typographic apostrophes and
-/// quotes folded to ASCII, every run of whitespace collapsed to one space, and trimmed.
+/// quotes folded to ASCII, every run of whitespace collapsed to one space, and trimmed. A
+/// variation selector is kept only right after a visible character, as in the emoji "❤️": one
+/// that follows nothing, a space or another selector is invisible padding and is removed.
 ///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
+    // Whether the last character kept may carry a variation selector.
+    let mut selector_allowed = false;
     for c in text.nfc() {
         if is_invisible(c) {
+            continue;
+        }
+        if is_variation_selector(c) {
+            if selector_allowed && !pending_space {
+                out.push(c);
+                selector_allowed = false;
+            }
             continue;
         }
         if c.is_whitespace() {
@@ -23,16 +34,24 @@ pub fn normalize(text: &str) -> String {
             pending_space = false;
         }
         out.push(fold_punctuation(c));
+        selector_allowed = true;
     }
     out
 }
 
-/// Zero-width and formatting characters, which are invisible when rendered.
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Zero-width and formatting characters, which are invisible when rendered, and the Hangul
+/// fillers, which render as a blank but are not whitespace (U+3164 makes a message that
+/// looks empty).
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}'
     ) || (c.is_control() && !c.is_whitespace())
 }
 
@@ -64,6 +83,17 @@ mod tests {
     fn removes_invisible_characters() {
         assert_eq!(normalize("a\u{200B}ide\u{FEFF} moi"), "aide moi");
         assert_eq!(normalize("\u{200B} \u{00AD}\n"), "");
+        assert_eq!(normalize("j\u{3164}e me s\u{3164}uicide"), "je me suicide");
+        assert_eq!(normalize("\u{3164}"), "");
+    }
+
+    #[test]
+    fn keeps_one_variation_selector_after_a_character() {
+        assert_eq!(normalize("je t'aime \u{2764}\u{FE0F}"), "je t'aime \u{2764}\u{FE0F}");
+        assert_eq!(normalize("\u{2764}\u{FE0F}\u{FE0F}\u{FE0F}"), "\u{2764}\u{FE0F}");
+        let padded = format!("{}jveux mourir{}", "\u{FE0F}".repeat(50), " \u{FE0F}".repeat(50));
+        assert_eq!(normalize(&padded), "jveux mourir");
+        assert_eq!(normalize(&"\u{FE0F}".repeat(10)), "");
     }
 
     #[test]
