@@ -22,7 +22,7 @@ pub enum ApiError {
     #[error(
         "the request body is not valid JSON{} (error at line {line}, column {column}): send a JSON object \
          such as {{\"text\": \"...\"}}",
-        if *too_deep { ": its arrays and objects nest deeper than 128 levels" } else { "" }
+        if *too_deep { ": its arrays and objects nest 128 levels deep or more" } else { "" }
     )]
     InvalidJson { line: usize, column: usize, too_deep: bool },
 
@@ -85,10 +85,10 @@ pub enum ApiError {
     ContextTooLong { field: String, count: usize, limit: usize },
 
     #[error(
-        "a text has {tokens} tokens, above the limit of {limit}: shorten it or split it into several \
-         messages. Emoji and repeated accented letters can take one token each"
+        "field `{field}` has {tokens} tokens, above the limit of {limit}: shorten it or split it into \
+         several messages. Emoji and repeated accented letters can take one token each"
     )]
-    TooManyTokens { tokens: usize, limit: usize },
+    TooManyTokens { field: String, tokens: usize, limit: usize },
 
     /// A field is missing, unknown or of the wrong type. The message is complete.
     #[error("{message}")]
@@ -233,7 +233,9 @@ impl From<InferError> for ApiError {
             InferError::NotReady => ApiError::NotReady,
             InferError::Timeout => ApiError::Timeout,
             InferError::InvalidInput(message) => ApiError::InvalidInput(message),
-            InferError::TooLong { tokens, limit } => ApiError::TooManyTokens { tokens, limit },
+            InferError::TooLong { input, tokens, limit } => {
+                ApiError::TooManyTokens { field: format!("inputs[{input}].text"), tokens, limit }
+            }
             InferError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -279,7 +281,7 @@ mod tests {
             ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
             ApiError::BatchTooLarge { count: 3, limit: 2 },
             ApiError::ContextTooLong { field: "context".into(), count: 3, limit: 2 },
-            ApiError::TooManyTokens { tokens: 11, limit: 10 },
+            ApiError::TooManyTokens { field: "text".into(), tokens: 11, limit: 10 },
             ApiError::field("text", "field `text` is missing"),
             ApiError::EmptyText { field: "text".into() },
             ApiError::InvalidInput("reason".into()),

@@ -171,7 +171,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 
 const DUPLICATE_KEY: &str = "duplicate key";
 
-/// Start of `serde_json`'s error for a value nested deeper than 128 levels.
+/// Start of `serde_json`'s error for a value nested 128 levels deep or more.
 const RECURSION_LIMIT: &str = "recursion limit exceeded";
 
 /// A JSON value whose objects have no repeated key.
@@ -461,10 +461,12 @@ mod tests {
         let deep = format!("{{\"text\": {}1{}}}", "[".repeat(200), "]".repeat(200));
         let deep = parse_json(deep.as_bytes()).unwrap_err();
         assert_eq!(deep.code(), "invalid_json");
-        assert!(deep.to_string().contains("nest deeper than 128 levels"), "{deep}");
-        // Nesting below the limit is accepted.
-        let ok = format!("{{\"text\": {}1{}}}", "[".repeat(120), "]".repeat(120));
+        assert!(deep.to_string().contains("nest 128 levels deep or more"), "{deep}");
+        // The object and 126 arrays make 127 levels, the deepest accepted; one more is refused.
+        let ok = format!("{{\"text\": {}1{}}}", "[".repeat(126), "]".repeat(126));
         assert!(parse_json(ok.as_bytes()).is_ok());
+        let over = format!("{{\"text\": {}1{}}}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_json(over.as_bytes()).unwrap_err().to_string().contains("128 levels"));
     }
 
     #[test]

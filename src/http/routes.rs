@@ -46,7 +46,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 async fn classify(State(state): State<AppState>, request: ClassifyRequest) -> Response {
     let ClassifyRequest { input, request_id } = request;
-    let answer = state.engine().submit(vec![input], state.config().timeout).await;
+    // A single request's text is the field `text`, not `inputs[0].text`.
+    let answer = state.engine().submit(vec![input], state.config().timeout).await.map_err(|error| match error {
+        InferError::TooLong { tokens, limit, .. } => ApiError::TooManyTokens { field: "text".to_string(), tokens, limit },
+        other => ApiError::from(other),
+    });
     respond(answer, 1, request_id, |mut results| {
         results.pop().ok_or_else(|| ApiError::Internal("the model worker returned no result".into()))
     })
@@ -60,13 +64,13 @@ struct BatchResponse {
 async fn classify_batch(State(state): State<AppState>, request: BatchRequest) -> Response {
     let BatchRequest { inputs, request_id } = request;
     let count = inputs.len();
-    let answer = state.engine().submit(inputs, state.config().timeout).await;
+    let answer = state.engine().submit(inputs, state.config().timeout).await.map_err(ApiError::from);
     respond(answer, count, request_id, |results| Ok(BatchResponse { results }))
 }
 
 /// Turns an engine result into a response that carries what the access log needs.
 fn respond<T: Serialize>(
-    answer: Result<Batched, InferError>,
+    answer: Result<Batched, ApiError>,
     inputs: usize,
     request_id: Option<String>,
     body: impl FnOnce(Vec<Classification>) -> Result<T, ApiError>,
@@ -76,7 +80,7 @@ fn respond<T: Serialize>(
             Ok(body) => (Json(body).into_response(), Some(batch_size)),
             Err(error) => (error.into_response(), Some(batch_size)),
         },
-        Err(error) => (ApiError::from(error).into_response(), None),
+        Err(error) => (error.into_response(), None),
     };
     response.extensions_mut().insert(ClassifyRecord { inputs, batch_size });
     if let Some(id) = request_id {

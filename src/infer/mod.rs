@@ -77,9 +77,10 @@ pub enum InferError {
     /// The classifier rejected an input; the message is meant for the client.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A text has more tokens than [`BatchConfig::max_text_tokens`] allows.
-    #[error("a text has {tokens} tokens, above the limit of {limit}")]
-    TooLong { tokens: usize, limit: usize },
+    /// A text has more tokens than [`BatchConfig::max_text_tokens`] allows. `input` is its index
+    /// in the request's inputs.
+    #[error("input {input} has {tokens} tokens, above the limit of {limit}")]
+    TooLong { input: usize, tokens: usize, limit: usize },
     /// The model failed or its worker died; the message is for the log only.
     #[error("{0}")]
     Internal(String),

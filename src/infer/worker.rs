@@ -151,11 +151,9 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
 /// it from the batch, so that its windows never take encoder time. Returns the other requests.
 fn reject_too_long(shared: &Shared, classifier: &dyn Classify, costed: Costed) -> Option<Costed> {
     let Some(limit) = shared.config.max_text_tokens else { return Some(costed) };
-    let longest = costed.job.inputs.iter().map(|input| classifier.text_tokens(input)).max().unwrap_or(0);
-    if longest <= limit {
-        return Some(costed);
-    }
-    let _ = costed.job.reply.send(Err(InferError::TooLong { tokens: longest, limit }));
+    let longest = costed.job.inputs.iter().map(|input| classifier.text_tokens(input)).enumerate().max_by_key(|&(_, tokens)| tokens);
+    let Some((input, tokens)) = longest.filter(|&(_, tokens)| tokens > limit) else { return Some(costed) };
+    let _ = costed.job.reply.send(Err(InferError::TooLong { input, tokens, limit }));
     None
 }
 
