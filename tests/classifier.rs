@@ -147,6 +147,11 @@ fn context_changes_reading() {
         score(&alone, "intimate_images"),
         score(&with_context, "intimate_images")
     );
+    // Context never removes a concern, even when it lifts another category so high that this
+    // one falls under the relative cutoff.
+    for category in alone.detected_categories() {
+        assert!(with_context.detected_categories().contains(&category), "{category} detected alone, lost with context");
+    }
     // Context may raise urgency, never lower it. Levels are compared in their order, not as strings.
     let level = |result: &Classification| Urgency::from_id(&result.urgency.level).unwrap();
     assert!(level(&with_context) >= level(&alone), "alone {:?}, with context {:?}", alone.urgency, with_context.urgency);

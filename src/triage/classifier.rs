@@ -79,10 +79,11 @@ pub fn default_model_dir(models_dir: &Path) -> PathBuf {
 ///
 /// A message longer than 512 tokens is read as overlapping windows. With a non-empty `context`,
 /// the earlier messages and the message are also read together as one extra sequence (its last
-/// 512 tokens, which end with the message). Category scores are the maximum over all sequences,
-/// and urgency is that of the most urgent sequence, so context can only add concerns and raise
-/// urgency. Intent and speaker come from the message alone. Rules read the message and, when
-/// there is context, the context and message joined.
+/// 512 tokens, which end with the message; the model never reads older context, only the rules
+/// do). Category scores are the maximum over all sequences, and urgency is that of the most
+/// urgent sequence. A category detected on the message alone stays detected with context, so
+/// context can only add concerns and raise urgency. Intent and speaker come from the message
+/// alone. Rules read the message and, when there is context, the context and message joined.
 pub struct Classifier {
     encoder: Encoder,
     heads: HeadEnsemble,
@@ -271,6 +272,8 @@ impl Classify for Classifier {
                 sequences.iter().zip(&scores).filter(|(s, _)| s.input == index).collect();
             let windows = parts.iter().filter(|(s, _)| s.message).count();
             let combined = self.combine(&parts);
+            let message_parts: Vec<(&Sequence, &HeadScores)> = parts.iter().copied().filter(|(s, _)| s.message).collect();
+            let alone = (message_parts.len() < parts.len()).then(|| self.combine(&message_parts));
             let mut outcome = self.rules.apply(text);
             if !context.is_empty() {
                 let with_context = self.rules.apply(&joined_with_context(text, context));
@@ -278,7 +281,8 @@ impl Classify for Classifier {
             }
             // The context informs the result too, so an unreadable earlier message counts.
             let unsupported_script = std::iter::once(text).chain(context).any(|t| in_unsupported_script(t));
-            results.push(self.decision.decide(&combined, &outcome, windows, unsupported_script));
+            let message_alone = alone.as_ref().map(|scores| scores.categories.as_slice());
+            results.push(self.decision.decide(&combined, message_alone, &outcome, windows, unsupported_script));
         }
         Ok(results)
     }

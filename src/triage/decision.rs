@@ -97,11 +97,22 @@ impl DecisionLayer {
         Urgency::Low
     }
 
-    /// Builds the classification of one message.
     /// Decides the result of one message. `unsupported_script` marks a message that the model
     /// cannot read: the result is then uncertain and the handoff at least `soon`.
-    pub fn decide(&self, scores: &HeadScores, rules: &RuleOutcome, windows: usize, unsupported_script: bool) -> Classification {
-        let categories = self.categories(scores, rules);
+    ///
+    /// `message_alone` gives the category scores of the message without its context, when it
+    /// has one. A category that they detect stays detected, so that context never removes a
+    /// concern: a higher score for another category would otherwise push it under the relative
+    /// cutoff.
+    pub fn decide(
+        &self,
+        scores: &HeadScores,
+        message_alone: Option<&[f32]>,
+        rules: &RuleOutcome,
+        windows: usize,
+        unsupported_script: bool,
+    ) -> Classification {
+        let categories = self.categories(scores, message_alone, rules);
         let confident = categories.iter().enumerate().any(|(_, c)| {
             let index = CATEGORIES.iter().position(|l| l.id == c.id).unwrap_or(0);
             c.detected && c.score >= self.category_thresholds[index] + self.thresholds.uncertain_category_margin
@@ -141,9 +152,14 @@ impl DecisionLayer {
         }
     }
 
-    fn categories(&self, scores: &HeadScores, rules: &RuleOutcome) -> Vec<CategoryScore> {
+    fn categories(&self, scores: &HeadScores, message_alone: Option<&[f32]>, rules: &RuleOutcome) -> Vec<CategoryScore> {
         let none_index = CATEGORIES.iter().position(|c| c.id == NONE_CATEGORY).unwrap_or(usize::MAX);
-        let by_model = self.thresholds.detect(&scores.categories);
+        let mut by_model = self.thresholds.detect(&scores.categories);
+        if let Some(alone) = message_alone {
+            for (detected, alone_detected) in by_model.iter_mut().zip(self.thresholds.detect(alone)) {
+                *detected |= alone_detected;
+            }
+        }
         let mut detected = by_model.clone();
         for &index in &rules.add_categories {
             detected[index] = true;
@@ -281,10 +297,10 @@ mod tests {
 
     #[test]
     fn category_detected_only_above_threshold() {
-        let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&scores("harassment", 0.55, [0.1, 0.8, 0.05, 0.05]), None, &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["harassment"]);
         assert!(!result.categories[0].added_by_rule);
-        let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&scores("harassment", 0.45, [0.1, 0.8, 0.05, 0.05]), None, &RuleOutcome::default(), 1, false);
         assert!(result.detected_categories().is_empty());
         assert!(result.uncertain, "nothing detected must be uncertain");
     }
@@ -293,18 +309,36 @@ mod tests {
     fn relative_cutoff_hides_weak_side_category() {
         let mut head_scores = scores("sextortion", 0.95, [0.1, 0.2, 0.6, 0.1]);
         head_scores.categories[index_of(&CATEGORIES, "privacy").unwrap()] = 0.6;
-        let result = layer().decide(&head_scores, &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&head_scores, None, &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["sextortion", "privacy"]);
 
         let mut with_cutoff = layer();
         with_cutoff.thresholds.category_relative_cutoff = 0.7;
-        let result = with_cutoff.decide(&head_scores, &RuleOutcome::default(), 1, false);
+        let result = with_cutoff.decide(&head_scores, None, &RuleOutcome::default(), 1, false);
         assert_eq!(result.detected_categories(), vec!["sextortion"], "0.6 is below 0.7 x 0.95");
     }
 
     #[test]
+    fn context_keeps_categories_of_message_alone() {
+        let mut layer = layer();
+        layer.thresholds.category_relative_cutoff = 0.7;
+        // Alone, the message detects privacy (0.6) beside a weaker sextortion (0.5).
+        let mut alone = scores("sextortion", 0.5, [0.1, 0.2, 0.6, 0.1]);
+        alone.categories[index_of(&CATEGORIES, "privacy").unwrap()] = 0.6;
+        assert_eq!(layer.decide(&alone, None, &RuleOutcome::default(), 1, false).detected_categories(), vec!["privacy", "sextortion"]);
+        // With context, sextortion rises to 0.95 and privacy falls under 0.7 x 0.95.
+        let mut with_context = alone.clone();
+        with_context.categories[index_of(&CATEGORIES, "sextortion").unwrap()] = 0.95;
+        let without_alone = layer.decide(&with_context, None, &RuleOutcome::default(), 1, false);
+        assert_eq!(without_alone.detected_categories(), vec!["sextortion"]);
+        let result = layer.decide(&with_context, Some(&alone.categories), &RuleOutcome::default(), 1, false);
+        assert_eq!(result.detected_categories(), vec!["sextortion", "privacy"]);
+        assert!(result.categories.iter().all(|c| !c.added_by_rule));
+    }
+
+    #[test]
     fn categories_sorted_by_score() {
-        let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&scores("scam", 0.9, [0.1, 0.8, 0.05, 0.05]), None, &RuleOutcome::default(), 1, false);
         assert_eq!(result.categories[0].id, "scam");
         assert_eq!(result.categories.len(), CATEGORIES.len());
         assert!(result.categories.windows(2).all(|w| w[0].score >= w[1].score));
@@ -326,7 +360,7 @@ mod tests {
             fired: vec!["suicidal".into()],
             add_categories: vec![index_of(&CATEGORIES, "self_harm").unwrap()],
         };
-        let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), &outcome, 1, false);
+        let result = layer().decide(&scores("none", 0.9, [0.9, 0.05, 0.03, 0.02]), None, &outcome, 1, false);
         assert_eq!(result.urgency.level, "critical");
         assert_eq!(result.urgency.raised_by_rule.as_deref(), Some("suicidal"));
         assert_eq!(result.urgency.rules_matched, vec!["suicidal".to_string()]);
@@ -342,16 +376,16 @@ mod tests {
     fn urgent_entries_follow_only_with() {
         let ids = |result: &Classification| result.resources.iter().map(|r| (r.id.clone(), r.category.clone())).collect::<Vec<_>>();
         let critical = [0.0, 0.0, 0.1, 0.9];
-        let threat = layer().decide(&scores("threats", 0.9, critical), &RuleOutcome::default(), 1, false);
+        let threat = layer().decide(&scores("threats", 0.9, critical), None, &RuleOutcome::default(), 1, false);
         assert_eq!(ids(&threat), vec![("urgence".to_string(), "urgent".to_string())]);
-        let self_harm = layer().decide(&scores("self_harm", 0.9, critical), &RuleOutcome::default(), 1, false);
+        let self_harm = layer().decide(&scores("self_harm", 0.9, critical), None, &RuleOutcome::default(), 1, false);
         assert!(ids(&self_harm).contains(&("3114".to_string(), "urgent".to_string())), "{:?}", ids(&self_harm));
         // No concern detected: every urgent entry, because no category shows which one is irrelevant.
-        let unclear = layer().decide(&scores("threats", 0.2, critical), &RuleOutcome::default(), 1, false);
+        let unclear = layer().decide(&scores("threats", 0.2, critical), None, &RuleOutcome::default(), 1, false);
         assert!(unclear.detected_categories().is_empty());
         assert_eq!(ids(&unclear).len(), 2, "{:?}", ids(&unclear));
         // Below critical, no urgent entry at all.
-        let high = layer().decide(&scores("self_harm", 0.9, [0.0, 0.1, 0.8, 0.1]), &RuleOutcome::default(), 1, false);
+        let high = layer().decide(&scores("self_harm", 0.9, [0.0, 0.1, 0.8, 0.1]), None, &RuleOutcome::default(), 1, false);
         assert!(ids(&high).iter().all(|(_, category)| category != "urgent"), "{:?}", ids(&high));
     }
 
@@ -375,7 +409,7 @@ mod tests {
         let model_critical = [0.0, 0.0, 0.1, 0.9];
         for raise in Urgency::ALL {
             let outcome = RuleOutcome { raise: Some((raise, "r".into())), fired: vec!["r".into()], add_categories: vec![] };
-            let result = layer().decide(&scores("threats", 0.9, model_critical), &outcome, 1, false);
+            let result = layer().decide(&scores("threats", 0.9, model_critical), None, &outcome, 1, false);
             assert_eq!(result.urgency.level, "critical", "rule raising to {raise:?} changed a critical result");
             assert_eq!(result.urgency.raised_by_rule, None);
         }
@@ -385,11 +419,11 @@ mod tests {
     fn urgency_score_is_that_of_the_returned_level() {
         let model_low = [0.9, 0.06, 0.03, 0.01];
         let outcome = RuleOutcome { raise: Some((Urgency::Critical, "r".into())), fired: vec!["r".into()], add_categories: vec![] };
-        let raised = layer().decide(&scores("self_harm", 0.9, model_low), &outcome, 1, false);
+        let raised = layer().decide(&scores("self_harm", 0.9, model_low), None, &outcome, 1, false);
         assert_eq!(raised.urgency.level, "critical");
         assert_eq!(raised.urgency.score, 0.01, "the model's probability of critical, not of low");
 
-        let unraised = layer().decide(&scores("self_harm", 0.9, model_low), &RuleOutcome::default(), 1, false);
+        let unraised = layer().decide(&scores("self_harm", 0.9, model_low), None, &RuleOutcome::default(), 1, false);
         assert_eq!(unraised.urgency.level, "low");
         assert_eq!(unraised.urgency.score, 0.9);
     }
@@ -406,21 +440,21 @@ mod tests {
 
     #[test]
     fn close_urgency_levels_are_uncertain() {
-        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.46, 0.44, 0.05]), &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.46, 0.44, 0.05]), None, &RuleOutcome::default(), 1, false);
         assert!(result.uncertain);
-        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.8, 0.1, 0.05]), &RuleOutcome::default(), 1, false);
+        let result = layer().decide(&scores("harassment", 0.95, [0.05, 0.8, 0.1, 0.05]), None, &RuleOutcome::default(), 1, false);
         assert!(!result.uncertain);
     }
 
     #[test]
     fn unsupported_script_is_uncertain_and_handed_off() {
         let confident = scores("harassment", 0.95, [0.9, 0.05, 0.03, 0.02]);
-        let readable = layer().decide(&confident, &RuleOutcome::default(), 1, false);
+        let readable = layer().decide(&confident, None, &RuleOutcome::default(), 1, false);
         assert!(!readable.uncertain);
         assert!(!readable.unsupported_script);
         assert_eq!(readable.handoff.action, "none");
 
-        let unreadable = layer().decide(&confident, &RuleOutcome::default(), 1, true);
+        let unreadable = layer().decide(&confident, None, &RuleOutcome::default(), 1, true);
         assert!(unreadable.uncertain);
         assert!(unreadable.unsupported_script);
         assert_eq!(unreadable.handoff.action, "soon");
