@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 use crate::triage::classification::Classification;
+use crate::triage::normalize::normalize;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -95,8 +96,12 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
         }
         let parsed: JsonlLine = serde_json::from_str(&line)
             .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1))?;
-        if parsed.text.trim().is_empty() {
-            bail!("stdin line {}: invalid input: `text` is empty; give the message or remove the line", number + 1);
+        if normalize(&parsed.text).is_empty() {
+            bail!(
+                "stdin line {}: invalid input: `text` is empty or only whitespace and invisible characters; give \
+                 the message or remove the line",
+                number + 1
+            );
         }
         ids.push(parsed.id);
         inputs.push(MessageInput { text: parsed.text, context: parsed.context.unwrap_or_default() });

@@ -4,9 +4,11 @@
 use unicode_normalization::UnicodeNormalization;
 
 /// Normalises a message: Unicode NFC, invisible characters removed, typographic apostrophes and
-/// quotes folded to ASCII, every run of whitespace collapsed to one space, and trimmed. A
-/// variation selector is kept only right after a visible character, as in the emoji "❤️": one
-/// that follows nothing, a space or another selector is invisible padding and is removed.
+/// quotes folded to ASCII, every run of whitespace collapsed to one space, and trimmed. The
+/// result follows the text as displayed: characters that render as nothing are removed, and
+/// characters that render as a blank count as whitespace. A variation selector is kept only
+/// right after a symbol, as in the emoji "❤️"; after a letter, a digit, a space or another
+/// selector it changes nothing on screen and is removed.
 ///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
@@ -25,7 +27,7 @@ pub fn normalize(text: &str) -> String {
             }
             continue;
         }
-        if c.is_whitespace() {
+        if c.is_whitespace() || is_blank(c) {
             pending_space = !out.is_empty();
             continue;
         }
@@ -34,7 +36,7 @@ pub fn normalize(text: &str) -> String {
             pending_space = false;
         }
         out.push(fold_punctuation(c));
-        selector_allowed = true;
+        selector_allowed = !c.is_ascii() && !c.is_alphanumeric();
     }
     out
 }
@@ -43,16 +45,21 @@ fn is_variation_selector(c: char) -> bool {
     matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
-/// Zero-width and formatting characters, which are invisible when rendered, and the Hangul
-/// fillers, which render as a blank but are not whitespace (U+3164 makes a message that
-/// looks empty).
+/// Zero-width and formatting characters, which are invisible when rendered: soft hyphen, joiners,
+/// direction marks, Mongolian selectors, musical format controls and tag characters.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
-            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}'
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}'
     ) || (c.is_control() && !c.is_whitespace())
+}
+
+/// Characters that render as a blank without being Unicode whitespace: the Hangul fillers (U+3164
+/// makes a message that looks empty) and the blank Braille pattern.
+fn is_blank(c: char) -> bool {
+    matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}')
 }
 
 fn fold_punctuation(c: char) -> char {
@@ -83,17 +90,24 @@ mod tests {
     fn removes_invisible_characters() {
         assert_eq!(normalize("a\u{200B}ide\u{FEFF} moi"), "aide moi");
         assert_eq!(normalize("\u{200B} \u{00AD}\n"), "");
-        assert_eq!(normalize("j\u{3164}e me s\u{3164}uicide"), "je me suicide");
-        assert_eq!(normalize("\u{3164}"), "");
+        assert_eq!(normalize("je\u{E0020}veux\u{180B}\u{1D173}"), "jeveux");
     }
 
     #[test]
-    fn keeps_one_variation_selector_after_a_character() {
+    fn blank_characters_are_whitespace() {
+        assert_eq!(normalize("je\u{3164}veux\u{FFA0}mourir\u{2800}"), "je veux mourir");
+        assert_eq!(normalize("\u{3164} \u{2800}\u{115F}"), "");
+    }
+
+    #[test]
+    fn keeps_variation_selector_after_a_symbol() {
         assert_eq!(normalize("je t'aime \u{2764}\u{FE0F}"), "je t'aime \u{2764}\u{FE0F}");
         assert_eq!(normalize("\u{2764}\u{FE0F}\u{FE0F}\u{FE0F}"), "\u{2764}\u{FE0F}");
         let padded = format!("{}jveux mourir{}", "\u{FE0F}".repeat(50), " \u{FE0F}".repeat(50));
         assert_eq!(normalize(&padded), "jveux mourir");
         assert_eq!(normalize(&"\u{FE0F}".repeat(10)), "");
+        // After letters and digits a selector shows nothing, so it cannot split words.
+        assert_eq!(normalize("je\u{FE0F} v\u{FE0F}e\u{FE0F}ux 1\u{FE0F}"), "je veux 1");
     }
 
     #[test]
