@@ -117,6 +117,26 @@ fn long_message_windows_overlap_and_fit() {
 }
 
 #[test]
+fn tail_keeps_the_last_512_tokens() {
+    let encoder = encoder();
+    let (short, cut) = encoder.tail("ils m'insultent").unwrap();
+    assert!(!cut);
+    assert_eq!(short, encoder.tokenize("ils m'insultent").unwrap());
+
+    // About 700 tokens: the last overlapping window is much shorter than 512, the tail is full.
+    let long = format!("{}il veut me voir samedi", "on a parlé du match de foot avec les autres. ".repeat(60));
+    let (tail, cut) = encoder.tail(&long).unwrap();
+    assert!(cut);
+    assert_eq!(tail.len(), 512);
+    let windows = encoder.windows(&long, 128).unwrap();
+    let last = windows.last().unwrap();
+    assert!(last.len() < 512, "the last window has {} tokens", last.len());
+    // Both end with the text's last tokens and </s>.
+    assert_eq!(tail[tail.len() - 8..], last[last.len() - 8..]);
+    assert!(encoder.decode(&tail).unwrap().ends_with("il veut me voir samedi"));
+}
+
+#[test]
 fn empty_and_whitespace_input_embed_to_the_prefix() {
     // The encoder itself accepts them (only the `query:` prefix is encoded); callers that
     // classify reject them after normalisation.

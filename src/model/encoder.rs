@@ -160,6 +160,19 @@ impl Encoder {
         Ok(windows)
     }
 
+    /// Tokenizes the last `max_tokens` tokens of a text, special tokens and prefix included, and
+    /// returns whether the text had to be cut to fit.
+    pub fn tail(&self, text: &str) -> Result<(TokenIds, bool)> {
+        let content = self.encode_plain(text)?;
+        let chunk_len = self.max_tokens - self.prefix_ids.len() - 2;
+        if content.len() <= chunk_len {
+            return Ok((self.tokenize(text)?, false));
+        }
+        let mut chunk = self.prefix_ids.clone();
+        chunk.extend_from_slice(&content[content.len() - chunk_len..]);
+        Ok((self.wrap(&chunk), true))
+    }
+
     /// Decodes token ids back to text, skipping special tokens and the `query:` prefix.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         let text = self.tokenizer.decode(ids, true)?;

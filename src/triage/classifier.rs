@@ -172,8 +172,11 @@ impl Classifier {
         }
         if !context.is_empty() {
             let joined = joined_with_context(text, context);
-            let last = self.encoder.windows(&joined, WINDOW_OVERLAP_TOKENS)?.pop();
-            sequences.extend(last.map(|ids| Sequence { input: index, message: false, ids, text: joined }));
+            let (ids, cut) = self.encoder.tail(&joined)?;
+            // The lexical features read the same text as the encoder: what was cut counts for
+            // neither.
+            let text = if cut { self.encoder.decode(&ids)? } else { joined };
+            sequences.push(Sequence { input: index, message: false, ids, text });
         }
         Ok(sequences)
     }
