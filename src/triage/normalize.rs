@@ -7,8 +7,8 @@ use unicode_normalization::UnicodeNormalization;
 /// quotes folded to ASCII, every run of whitespace collapsed to one space, and trimmed. The
 /// result follows the text as displayed: characters that render as nothing are removed, and
 /// characters that render as a blank count as whitespace. A variation selector is kept only
-/// right after a symbol, as in the emoji "❤️"; after a letter, a digit, a space or another
-/// selector it changes nothing on screen and is removed.
+/// right after a symbol, as in the emoji "❤️". After a letter, a digit, punctuation, a space or
+/// another selector it changes nothing on screen, so it is removed.
 ///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
@@ -35,10 +35,17 @@ pub fn normalize(text: &str) -> String {
             out.push(' ');
             pending_space = false;
         }
-        out.push(fold_punctuation(c));
-        selector_allowed = !c.is_ascii() && !c.is_alphanumeric();
+        let folded = fold_punctuation(c);
+        out.push(folded);
+        selector_allowed = takes_variation_selector(folded);
     }
     out
+}
+
+/// Symbols from the Letterlike Symbols block on, where the emoji are: not letters, digits,
+/// ASCII, Latin-1 signs or general punctuation such as ’ « » …
+fn takes_variation_selector(c: char) -> bool {
+    c >= '\u{2100}' && !c.is_alphanumeric()
 }
 
 fn is_variation_selector(c: char) -> bool {
@@ -46,13 +53,15 @@ fn is_variation_selector(c: char) -> bool {
 }
 
 /// Zero-width and formatting characters, which are invisible when rendered: soft hyphen, joiners,
-/// direction marks, Mongolian selectors, musical format controls and tag characters.
+/// direction marks, Mongolian selectors, Khmer inherent vowels, interlinear annotation marks,
+/// Egyptian hieroglyph and shorthand format controls, musical format controls and tag characters.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
-            | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}'
+            | '\u{17B4}' | '\u{17B5}' | '\u{FFF9}'..='\u{FFFB}' | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}'
     ) || (c.is_control() && !c.is_whitespace())
 }
 
@@ -91,6 +100,7 @@ mod tests {
         assert_eq!(normalize("a\u{200B}ide\u{FEFF} moi"), "aide moi");
         assert_eq!(normalize("\u{200B} \u{00AD}\n"), "");
         assert_eq!(normalize("je\u{E0020}veux\u{180B}\u{1D173}"), "jeveux");
+        assert_eq!(normalize("a\u{FFF9}i\u{1BCA0}d\u{17B4}e\u{13430}"), "aide");
     }
 
     #[test]
@@ -108,6 +118,8 @@ mod tests {
         assert_eq!(normalize(&"\u{FE0F}".repeat(10)), "");
         // After letters and digits a selector shows nothing, so it cannot split words.
         assert_eq!(normalize("je\u{FE0F} v\u{FE0F}e\u{FE0F}ux 1\u{FE0F}"), "je veux 1");
+        // Nor after punctuation, folded or not.
+        assert_eq!(normalize("j\u{2019}\u{FE0F}ai \u{AB}\u{FE0F} ok \u{BB}\u{FE0E}\u{2026}\u{FE0F}"), "j'ai \" ok \"\u{2026}");
     }
 
     #[test]
