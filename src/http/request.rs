@@ -462,7 +462,7 @@ mod tests {
         let deep = parse_json(deep.as_bytes()).unwrap_err();
         assert_eq!(deep.code(), "invalid_json");
         assert!(deep.to_string().contains("nest 128 levels deep or more"), "{deep}");
-        // The object and 126 arrays make 127 levels, the deepest accepted; one more is refused.
+        // The object and 126 arrays make 127 levels, the deepest accepted. One more is rejected.
         let ok = format!("{{\"text\": {}1{}}}", "[".repeat(126), "]".repeat(126));
         assert!(parse_json(ok.as_bytes()).is_ok());
         let over = format!("{{\"text\": {}1{}}}", "[".repeat(127), "]".repeat(127));
