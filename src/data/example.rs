@@ -35,6 +35,13 @@ pub struct Example {
     pub tags: Vec<String>,
 }
 
+impl Example {
+    /// Number of whitespace-separated words, the unit of the eval's length slices.
+    pub fn word_count(&self) -> usize {
+        self.text.split_whitespace().count()
+    }
+}
+
 /// Outcome of checking one line.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CheckedLine {
