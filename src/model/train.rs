@@ -395,7 +395,7 @@ fn tune_encoder(
     // Train the heads on the frozen encoder first, so that fine-tuning starts from useful
     // heads instead of pushing random gradients into the pretrained layers.
     let base_dev = layers.embed_all(encoder, &dev_hidden)?;
-    let base_dev_split = Split { embeddings: &base_dev, lexical: &dev_lexical, targets: dev_targets };
+    let base_dev_split = Split { embeddings: &base_dev, lexical: dev_lexical, targets: dev_targets };
     fit(&heads, &train_split, &base_dev_split, config, rng)?;
     let head_lr = config.learning_rate / 10.0;
     let mut optimizer =
@@ -421,7 +421,7 @@ fn tune_encoder(
             }
         }
         let dev_embeddings = layers.embed_all(encoder, &dev_hidden)?;
-        let dev_split = Split { embeddings: &dev_embeddings, lexical: &dev_lexical, targets: dev_targets };
+        let dev_split = Split { embeddings: &dev_embeddings, lexical: dev_lexical, targets: dev_targets };
         let dev_score = early_stopping_score(&heads, &dev_split)?;
         tracing::info!(epoch, epochs = config.tune_epochs, train_loss = total / batches.len().max(1) as f32, dev_score, "fine-tuning");
         if best.as_ref().is_none_or(|(score, _, _)| dev_score > *score) {

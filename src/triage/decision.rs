@@ -113,7 +113,7 @@ impl DecisionLayer {
         unsupported_script: bool,
     ) -> Classification {
         let categories = self.categories(scores, message_alone, rules);
-        let confident = categories.iter().enumerate().any(|(_, c)| {
+        let confident = categories.iter().any(|c| {
             let index = CATEGORIES.iter().position(|l| l.id == c.id).unwrap_or(0);
             c.detected && c.score >= self.category_thresholds[index] + self.thresholds.uncertain_category_margin
         });
