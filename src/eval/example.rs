@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 pub use crate::data::example::Example;
 use crate::data::example::check_line;
 
-/// Reads and checks a JSONL file. Blank lines are skipped; ids must be unique.
+/// Reads and checks a JSONL file. Blank lines are skipped, and ids must be unique.
 pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
-    let content = std::fs::read_to_string(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let content = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
     let mut examples = Vec::new();
     let mut seen = HashSet::new();
     for (index, line) in content.lines().enumerate() {
@@ -62,7 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn read_examples_rejects_unknown_labels_and_none_with_others() {
+    fn read_examples_rejects_invalid_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("set.jsonl");
         for (categories, intent, field) in [
