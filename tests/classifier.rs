@@ -56,6 +56,28 @@ fn rule_raises_and_reports_itself() {
 }
 
 #[test]
+fn rule_urgency_matches_classify() {
+    let cases = [
+        (MessageInput::new("jai envie d'en finir"), Some(Urgency::Critical)),
+        (MessageInput::new("il va publier mes nudes si je paye pas avant ce soir"), Some(Urgency::High)),
+        (MessageInput::new("bonjour, c'est gratuit de vous écrire ?"), None),
+        // The rules also read the context and the message joined, as `classify` does.
+        (
+            MessageInput { text: "voilà c'est tout".into(), context: vec!["jai envie d'en finir".into()] },
+            Some(Urgency::Critical),
+        ),
+        (MessageInput::new(" \u{200B} "), None),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(classifier().rule_urgency(&input), expected, "{:?}", input.text);
+        if expected == Some(Urgency::Critical) {
+            let result = classifier().classify(std::slice::from_ref(&input)).unwrap().remove(0);
+            assert_eq!(result.urgency.level, "critical", "{:?}", input.text);
+        }
+    }
+}
+
+#[test]
 fn greeting_is_low_and_none() {
     let result = classify("bonjour, c'est gratuit de vous écrire ?");
     assert_eq!(result.detected_categories(), vec!["none"]);

@@ -4,7 +4,10 @@
 
 mod http_support;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use cybertriage::http::{self, AppState, Config};
 use cybertriage::infer::BatchConfig;
+use cybertriage::triage::classifier::MessageInput;
 
 use http_support::*;
 
@@ -31,6 +35,12 @@ async fn wait_for_queue_depth(state: &AppState, depth: usize) {
     while state.engine().queue_depth() != depth {
         tokio::task::yield_now().await;
     }
+}
+
+/// Polls a future once. A request submitted to the engine is in its queue when this returns
+/// `Pending`, so tests need no sleep to order requests.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|context| Poll::Ready(Pin::new(&mut *future).poll(context))).await
 }
 
 /// Runs a blocking wait on the double without stalling the runtime.
@@ -196,6 +206,43 @@ async fn queued_requests_share_one_call() {
         assert_eq!(answer.await.unwrap().status, 200);
     }
     assert_eq!(fake.calls(), [1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_request_runs_before_older_ones() {
+    let fake = Fake::new();
+    // Each text below costs its words + 2, at least 5 tokens, so each request gets a classifier
+    // call of its own.
+    let batching = BatchConfig { max_batch_tokens: 5, ..BatchConfig::default() };
+    let (app, state) = app_with(Config { batching, ..config(8) }, fake.clone());
+    let engine = state.engine();
+    let timeout = Duration::from_secs(600);
+    let submit = |text: &str| Box::pin(engine.submit(vec![MessageInput::new(text)], timeout));
+    fake.hold();
+
+    let mut running = submit("la toute première");
+    assert!(poll_once(&mut running).await.is_pending());
+    held(&fake, 1).await;
+    let mut queued = Vec::new();
+    for text in ["demande normale un", "demande normale deux", CRITICAL_TEXT] {
+        let mut answer = submit(text);
+        assert!(poll_once(&mut answer).await.is_pending(), "{text} waits behind the held request");
+        queued.push(answer);
+    }
+    assert_eq!(engine.queue_depth(), 3);
+    fake.release();
+
+    assert!(running.await.is_ok());
+    let mut results = Vec::new();
+    for answer in queued {
+        results.push(answer.await.expect("every queued request gets its result"));
+    }
+    assert_eq!(fake.texts(), ["la toute première", CRITICAL_TEXT, "demande normale un", "demande normale deux"]);
+    assert_eq!(fake.calls(), [1, 1, 1, 1]);
+    // Priority changes the order of work only: the result is the classifier's own.
+    assert_eq!(results[2].results, [fake_classification(&MessageInput::new(CRITICAL_TEXT))]);
+    let metrics = String::from_utf8(get(&app, "/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("cybertriage_prioritized_requests_total 1\n"), "{metrics}");
 }
 
 #[tokio::test]

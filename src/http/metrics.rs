@@ -41,6 +41,7 @@ pub struct Metrics {
     batch_duration: Histogram,
     model_load: Gauge<f64, AtomicU64>,
     worker_restarts: Counter,
+    prioritized_requests: Counter,
     workers_alive: Gauge,
     ready: Gauge,
 }
@@ -94,6 +95,12 @@ impl Metrics {
         );
         let worker_restarts = Counter::default();
         registry.register("worker_restarts", "Model workers restarted after dying", worker_restarts.clone());
+        let prioritized_requests = Counter::default();
+        registry.register(
+            "prioritized_requests",
+            "Requests put ahead of the queue because the rules raise one of their inputs to critical",
+            prioritized_requests.clone(),
+        );
         let workers_alive = Gauge::default();
         registry.register("workers_alive", "Model workers running", workers_alive.clone());
         let ready = Gauge::default();
@@ -108,6 +115,7 @@ impl Metrics {
             batch_duration,
             model_load,
             worker_restarts,
+            prioritized_requests,
             workers_alive,
             ready,
         }
@@ -146,5 +154,9 @@ impl Observer for Metrics {
 
     fn worker_restarted(&self) {
         self.worker_restarts.inc();
+    }
+
+    fn request_prioritized(&self) {
+        self.prioritized_requests.inc();
     }
 }

@@ -110,7 +110,7 @@ fn paths() -> Value {
         }},
         "/metrics": { "get": {
             "summary": "Prometheus metrics",
-            "description": "Requests by route and status, latency histograms, queue depth, batch sizes, worker restarts and model load time, in the OpenMetrics text format. No message text.",
+            "description": "Requests by route and status, latency histograms, queue depth, requests put ahead by the rules, batch sizes, worker restarts and model load time, in the OpenMetrics text format. No message text.",
             "security": [{ "bearer": [] }, {}],
             "responses": {
                 "200": { "description": "The metrics.", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } },

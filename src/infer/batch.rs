@@ -1,6 +1,11 @@
 //! Forming one batch from the queue under a token budget and a wait window.
+//!
+//! A worker takes every queued request off the channel into one of two lanes: the urgent lane
+//! for requests with an input that the rules raise to `critical`, the normal lane for the rest.
+//! Batches take from the urgent lane first, and each lane keeps arrival order.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use crate::triage::classifier::MessageInput;
@@ -19,84 +24,145 @@ impl Costed {
     }
 }
 
-/// The receiving end of the queue, plus the request that did not fit in the previous batch.
+/// The worker's side of taking requests in: token costs, urgency, and counts for metrics.
+pub(super) trait Admission {
+    /// Returns the number of encoder tokens that the input costs.
+    fn cost(&self, input: &MessageInput) -> usize;
+    /// Returns whether the input goes to the urgent lane.
+    fn is_urgent(&self, input: &MessageInput) -> bool;
+    /// Called once for every request that leaves the intake, in a batch or dropped.
+    fn dequeued(&self);
+    /// Called once for every request put in the urgent lane.
+    fn prioritized(&self);
+}
+
+const URGENT: usize = 0;
+const NORMAL: usize = 1;
+
+/// The receiving end of the queue, and the requests taken off it that wait for a batch.
 pub(super) struct Intake {
     receiver: Receiver<Job>,
-    carry: Option<Costed>,
+    /// The urgent lane, then the normal lane, each oldest first.
+    lanes: [VecDeque<Costed>; 2],
 }
 
 impl Intake {
     pub fn new(receiver: Receiver<Job>) -> Self {
-        Intake { receiver, carry: None }
+        Intake { receiver, lanes: [VecDeque::new(), VecDeque::new()] }
     }
 
     /// Returns the next batch, or `None` once the queue is closed and empty.
     ///
-    /// Blocks for the first request, then adds the requests already queued while they fit in
-    /// the token budget. A worker that has two or more requests also waits up to
-    /// `config.max_wait` for more; a lone request runs at once. `dequeued` is called once for
-    /// every request taken off the queue.
-    pub fn next_batch(
-        &mut self,
-        config: &BatchConfig,
-        cost: &dyn Fn(&MessageInput) -> usize,
-        dequeued: &dyn Fn(),
-    ) -> Option<Vec<Costed>> {
-        let first = self.first(cost, dequeued)?;
+    /// Blocks for the first request, then adds the waiting requests, urgent ones first, while
+    /// they fit in the token budget. A worker that has two or more requests also waits up to
+    /// `config.max_wait` for more. A lone request runs at once.
+    pub fn next_batch(&mut self, config: &BatchConfig, admission: &dyn Admission) -> Option<Vec<Costed>> {
+        let first = self.first(admission)?;
         let mut tokens = first.tokens();
         let mut batch = vec![first];
         let window_end = Instant::now() + config.max_wait;
         while tokens < config.max_batch_tokens {
-            let job = match self.receiver.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) if batch.len() > 1 => {
-                    match self.receiver.recv_timeout(window_end.saturating_duration_since(Instant::now())) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
+            self.take_queued(admission);
+            let Some(lane) = self.next_lane(admission) else {
+                if batch.len() == 1 {
+                    break;
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                match self.receiver.recv_timeout(window_end.saturating_duration_since(Instant::now())) {
+                    Ok(job) => self.take_in(job, admission),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+                continue;
             };
-            dequeued();
-            let Some(next) = admit(job, cost) else { continue };
-            if tokens + next.tokens() > config.max_batch_tokens {
-                self.carry = Some(next);
+            // The request that does not fit stays at the head of its lane for the next batch.
+            let next_tokens = self.lanes[lane][0].tokens();
+            if tokens + next_tokens > config.max_batch_tokens {
                 break;
             }
-            tokens += next.tokens();
+            let next = self.pop(lane, admission);
+            tokens += next_tokens;
             batch.push(next);
         }
         Some(batch)
     }
 
-    /// Takes the carried request, or the first live one from the queue.
-    fn first(&mut self, cost: &dyn Fn(&MessageInput) -> usize, dequeued: &dyn Fn()) -> Option<Costed> {
-        if let Some(carried) = self.carry.take() {
-            return Some(carried);
-        }
+    /// Takes the first waiting request, blocking until one comes.
+    fn first(&mut self, admission: &dyn Admission) -> Option<Costed> {
         loop {
+            self.take_queued(admission);
+            if let Some(lane) = self.next_lane(admission) {
+                return Some(self.pop(lane, admission));
+            }
             let job = self.receiver.recv().ok()?;
-            dequeued();
-            if let Some(costed) = admit(job, cost) {
-                return Some(costed);
+            self.take_in(job, admission);
+        }
+    }
+
+    /// Moves every request already in the channel to its lane, without blocking.
+    fn take_queued(&mut self, admission: &dyn Admission) {
+        while let Ok(job) = self.receiver.try_recv() {
+            self.take_in(job, admission);
+        }
+    }
+
+    /// Puts a request in its lane, or drops it when its caller has stopped waiting.
+    fn take_in(&mut self, job: Job, admission: &dyn Admission) {
+        if !is_live(&job) {
+            drop_job(job, admission);
+            return;
+        }
+        // If the classifier panics below, the request is dropped unanswered, and the guard
+        // still counts it off the queue.
+        let guard = DequeueOnDrop(admission);
+        let urgent = job.inputs.iter().any(|input| admission.is_urgent(input));
+        // Every input costs at least one token, so that a batch always has a bounded size.
+        let costs = job.inputs.iter().map(|input| admission.cost(input).max(1)).collect();
+        std::mem::forget(guard);
+        if urgent {
+            admission.prioritized();
+        }
+        let lane = if urgent { URGENT } else { NORMAL };
+        self.lanes[lane].push_back(Costed { job, costs });
+    }
+
+    /// Drops the requests at the head of the lanes whose caller has stopped waiting, and returns
+    /// the lane to take from next: the urgent one while it has requests.
+    fn next_lane(&mut self, admission: &dyn Admission) -> Option<usize> {
+        for lane in [URGENT, NORMAL] {
+            while let Some(head) = self.lanes[lane].front() {
+                if is_live(&head.job) {
+                    return Some(lane);
+                }
+                let dropped = self.lanes[lane].pop_front().expect("the lane has a head");
+                drop_job(dropped.job, admission);
             }
         }
+        None
+    }
+
+    fn pop(&mut self, lane: usize, admission: &dyn Admission) -> Costed {
+        admission.dequeued();
+        self.lanes[lane].pop_front().expect("next_lane returned a lane with a request")
     }
 }
 
-/// Computes the token cost of a request's inputs, or drops the request when its caller has
-/// stopped waiting.
-fn admit(job: Job, cost: &dyn Fn(&MessageInput) -> usize) -> Option<Costed> {
-    if job.reply.is_closed() {
-        return None;
+/// Calls [`Admission::dequeued`] when dropped.
+struct DequeueOnDrop<'a>(&'a dyn Admission);
+
+impl Drop for DequeueOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.dequeued();
     }
-    if Instant::now() >= job.deadline {
-        let _ = job.reply.send(Err(InferError::Timeout));
-        return None;
-    }
-    // Every input costs at least one token, so that a batch always has a bounded size.
-    let costs = job.inputs.iter().map(|input| cost(input).max(1)).collect();
-    Some(Costed { job, costs })
+}
+
+/// Tells whether the job's caller still waits for its result.
+fn is_live(job: &Job) -> bool {
+    !job.reply.is_closed() && Instant::now() < job.deadline
+}
+
+/// Drops a job that is no longer live. A caller that still listens gets [`InferError::Timeout`].
+fn drop_job(job: Job, admission: &dyn Admission) {
+    let _ = job.reply.send(Err(InferError::Timeout));
+    admission.dequeued();
 }
 
 #[cfg(test)]
@@ -111,15 +177,49 @@ mod tests {
 
     type Answer = oneshot::Receiver<Result<super::super::Batched, InferError>>;
 
-    fn job(words: usize) -> (Job, Answer) {
+    /// Word that makes the test admission put an input in the urgent lane.
+    const URGENT_WORD: &str = "alerte";
+
+    fn job_with_text(text: String) -> (Job, Answer) {
         let (reply, answer) = oneshot::channel();
-        let inputs = vec![MessageInput::new(vec!["mot"; words].join(" "))];
+        let inputs = vec![MessageInput::new(text)];
         (Job { inputs, deadline: Instant::now() + Duration::from_secs(60), reply }, answer)
     }
 
-    /// Counts one token per word.
-    fn words(input: &MessageInput) -> usize {
-        input.text.split(' ').count()
+    fn job(words: usize) -> (Job, Answer) {
+        job_with_text(vec!["mot"; words].join(" "))
+    }
+
+    /// A job of `words` words whose first word is [`URGENT_WORD`].
+    fn urgent_job(words: usize) -> (Job, Answer) {
+        let mut text = vec!["mot"; words];
+        text[0] = URGENT_WORD;
+        job_with_text(text.join(" "))
+    }
+
+    /// Counts one token per word, flags inputs that contain [`URGENT_WORD`], and counts calls.
+    #[derive(Default)]
+    struct Words {
+        dequeued: Cell<usize>,
+        prioritized: Cell<usize>,
+    }
+
+    impl Admission for Words {
+        fn cost(&self, input: &MessageInput) -> usize {
+            input.text.split(' ').count()
+        }
+
+        fn is_urgent(&self, input: &MessageInput) -> bool {
+            input.text.split(' ').any(|word| word == URGENT_WORD)
+        }
+
+        fn dequeued(&self) {
+            self.dequeued.set(self.dequeued.get() + 1);
+        }
+
+        fn prioritized(&self) {
+            self.prioritized.set(self.prioritized.get() + 1);
+        }
     }
 
     fn config(max_batch_tokens: usize, max_wait: Duration) -> BatchConfig {
@@ -143,23 +243,27 @@ mod tests {
         batch.iter().map(Costed::tokens).collect()
     }
 
+    fn is_urgent(costed: &Costed) -> bool {
+        costed.job.inputs[0].text.starts_with(URGENT_WORD)
+    }
+
     #[test]
     fn batch_of_one_skips_the_wait() {
         let (mut intake, _sender, _answers) = queue(&[3]);
         // An hour-long window: the call would hang if a lone request waited for it.
-        let batch = intake.next_batch(&config(100, Duration::from_secs(3600)), &words, &|| ()).unwrap();
+        let batch = intake.next_batch(&config(100, Duration::from_secs(3600)), &Words::default()).unwrap();
         assert_eq!(sizes(&batch), [3]);
     }
 
     #[test]
     fn batch_collects_queued_under_budget() {
         let (mut intake, _sender, _answers) = queue(&[3, 4, 5, 6]);
-        let taken = Cell::new(0);
-        let count = || taken.set(taken.get() + 1);
+        let admission = Words::default();
         let config = config(12, Duration::ZERO);
-        assert_eq!(sizes(&intake.next_batch(&config, &words, &count).unwrap()), [3, 4, 5]);
-        assert_eq!(sizes(&intake.next_batch(&config, &words, &count).unwrap()), [6]);
-        assert_eq!(taken.get(), 4, "each request is counted off the queue exactly once");
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3, 4, 5]);
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [6]);
+        assert_eq!(admission.dequeued.get(), 4, "each request is counted off the queue exactly once");
+        assert_eq!(admission.prioritized.get(), 0);
     }
 
     #[test]
@@ -168,7 +272,7 @@ mod tests {
         let (late, _late_answer) = job(5);
         let late_sender = std::thread::spawn(move || sender.send(late).unwrap());
         // The window is an hour long; the batch closes because the late request fills the budget.
-        let batch = intake.next_batch(&config(12, Duration::from_secs(3600)), &words, &|| ()).unwrap();
+        let batch = intake.next_batch(&config(12, Duration::from_secs(3600)), &Words::default()).unwrap();
         late_sender.join().unwrap();
         assert_eq!(sizes(&batch), [3, 4, 5]);
     }
@@ -177,8 +281,8 @@ mod tests {
     fn batch_above_budget_runs_alone() {
         let (mut intake, _sender, _answers) = queue(&[50, 2]);
         let config = config(10, Duration::ZERO);
-        assert_eq!(sizes(&intake.next_batch(&config, &words, &|| ()).unwrap()), [50]);
-        assert_eq!(sizes(&intake.next_batch(&config, &words, &|| ()).unwrap()), [2]);
+        assert_eq!(sizes(&intake.next_batch(&config, &Words::default()).unwrap()), [50]);
+        assert_eq!(sizes(&intake.next_batch(&config, &Words::default()).unwrap()), [2]);
     }
 
     #[test]
@@ -194,16 +298,57 @@ mod tests {
         sender.send(live).unwrap();
 
         let mut intake = Intake::new(receiver);
-        let batch = intake.next_batch(&config(100, Duration::ZERO), &words, &|| ()).unwrap();
+        let admission = Words::default();
+        let batch = intake.next_batch(&config(100, Duration::ZERO), &admission).unwrap();
         assert_eq!(sizes(&batch), [2]);
         assert_eq!(expired_answer.blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
+        assert_eq!(admission.dequeued.get(), 3, "dropped requests leave the queue too");
     }
 
     #[test]
     fn batch_none_when_queue_closed() {
         let (mut intake, sender, _answers) = queue(&[1]);
         drop(sender);
-        assert!(intake.next_batch(&config(100, Duration::ZERO), &words, &|| ()).is_some());
-        assert!(intake.next_batch(&config(100, Duration::ZERO), &words, &|| ()).is_none());
+        assert!(intake.next_batch(&config(100, Duration::ZERO), &Words::default()).is_some());
+        assert!(intake.next_batch(&config(100, Duration::ZERO), &Words::default()).is_none());
+    }
+
+    #[test]
+    fn urgent_request_taken_before_older_ones() {
+        let (mut intake, sender, _answers) = queue(&[4, 4, 4]);
+        let (urgent, _urgent_answer) = urgent_job(2);
+        sender.send(urgent).unwrap();
+        let admission = Words::default();
+        let config = config(10, Duration::ZERO);
+
+        let first = intake.next_batch(&config, &admission).unwrap();
+        assert!(is_urgent(&first[0]), "the urgent request leads the batch");
+        assert_eq!(sizes(&first), [2, 4, 4], "the normal lane fills the rest of the budget in order");
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [4]);
+        assert_eq!(admission.prioritized.get(), 1);
+        assert_eq!(admission.dequeued.get(), 4);
+    }
+
+    #[test]
+    fn urgent_lane_keeps_arrival_order_and_budget() {
+        let (sender, receiver) = sync_channel(16);
+        let mut answers = Vec::new();
+        for (job, answer) in [job(3), urgent_job(6), job(3), urgent_job(5)] {
+            sender.send(job).unwrap();
+            answers.push(answer);
+        }
+        let mut intake = Intake::new(receiver);
+        let admission = Words::default();
+        let config = config(8, Duration::ZERO);
+
+        let first = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&first), [6], "the second urgent request does not fit beside the first");
+        assert!(is_urgent(&first[0]));
+        let second = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&second), [5, 3], "the second urgent request, then the oldest normal one");
+        assert!(is_urgent(&second[0]));
+        assert!(!is_urgent(&second[1]));
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3]);
+        assert_eq!(admission.prioritized.get(), 2);
     }
 }

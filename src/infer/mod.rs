@@ -3,7 +3,11 @@
 //!
 //! Invariants:
 //! - The queue never grows past [`BatchConfig::queue_size`] waiting requests: a request that
-//!   finds it full gets [`InferError::Overloaded`] at once, without waiting.
+//!   finds it full gets [`InferError::Overloaded`] at once, without waiting. Requests that a
+//!   worker has taken off the channel but not yet batched still count as waiting.
+//! - A request with an input that the rules raise to `critical` ([`Classify::rule_urgency`])
+//!   goes ahead of the other waiting requests. Each of the two groups keeps arrival order.
+//!   This changes only the order of work, never a result.
 //! - A batch has at most [`BatchConfig::max_batch_tokens`] encoder tokens, except a single
 //!   input that is larger on its own, which runs alone.
 //! - A lone request on an idle worker runs at once; the wait window applies only once a worker
@@ -39,7 +43,8 @@ pub struct BatchConfig {
     pub max_batch_tokens: usize,
     /// How long a worker that already has two or more requests waits for more.
     pub max_wait: Duration,
-    /// Maximum number of requests waiting for a worker. Requests being computed do not count.
+    /// Maximum number of requests waiting for a worker, urgent or not. Requests being computed
+    /// do not count.
     pub queue_size: usize,
     /// Number of model worker threads sharing the one model.
     pub workers: usize,
@@ -101,6 +106,9 @@ pub trait Observer: Send + Sync + 'static {
     /// Records one call of [`Classify::classify`]: its inputs, their token cost and its duration.
     fn batch_done(&self, _inputs: usize, _tokens: usize, _elapsed: Duration) {}
     fn worker_restarted(&self) {}
+    /// Records one request put ahead of the others because the rules raise one of its inputs
+    /// to `critical`.
+    fn request_prioritized(&self) {}
 }
 
 /// An observer that ignores everything.
@@ -147,8 +155,8 @@ struct Shared {
 
 impl Shared {
     fn intake(&self) -> std::sync::MutexGuard<'_, Intake> {
-        // A worker that panicked while holding the lock left the receiver and the carried job
-        // intact: both are only moved, never half-updated.
+        // A worker that panicked while holding the lock left the receiver and the lanes intact:
+        // requests are only moved between them, never half-updated.
         self.intake.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -238,8 +246,13 @@ impl Engine {
     fn enqueue(&self, job: Job) -> Result<(), InferError> {
         let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else { return Err(InferError::NotReady) };
-        // Counted before sending so that a worker's decrement can never come first.
-        self.shared.depth.fetch_add(1, Ordering::SeqCst);
+        // Counted before sending so that a worker's decrement can never come first. The count,
+        // not the channel's capacity, bounds the queue: a worker moves every queued request off
+        // the channel to sort it by urgency, and those requests still wait.
+        if self.shared.depth.fetch_add(1, Ordering::SeqCst) >= self.shared.config.queue_size.max(1) {
+            self.shared.depth.fetch_sub(1, Ordering::SeqCst);
+            return Err(InferError::Overloaded);
+        }
         match sender.try_send(job) {
             Ok(()) => Ok(()),
             Err(error) => {

@@ -10,8 +10,9 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::triage::classification::Classification;
 use crate::triage::classifier::{Classify, ClassifyError, MessageInput};
+use crate::triage::taxonomy::Urgency;
 
-use super::batch::Costed;
+use super::batch::{Admission, Costed};
 use super::{Batched, InferError, Shared};
 
 /// Invented message classified once before a worker counts as ready.
@@ -85,12 +86,35 @@ fn rewarm(shared: &Shared, classifier: &dyn Classify, index: usize) -> bool {
     }
 }
 
+/// Takes requests in with the classifier's token counts and rules.
+struct ClassifierAdmission<'a> {
+    shared: &'a Shared,
+    classifier: &'a dyn Classify,
+}
+
+impl Admission for ClassifierAdmission<'_> {
+    fn cost(&self, input: &MessageInput) -> usize {
+        self.classifier.token_cost(input)
+    }
+
+    fn is_urgent(&self, input: &MessageInput) -> bool {
+        self.classifier.rule_urgency(input) == Some(Urgency::Critical)
+    }
+
+    fn dequeued(&self) {
+        self.shared.dequeued();
+    }
+
+    fn prioritized(&self) {
+        self.shared.observer.request_prioritized();
+    }
+}
+
 /// Runs the worker loop: takes batches until the queue is closed and empty.
 fn run(shared: &Shared, classifier: &dyn Classify) {
-    let cost = |input: &MessageInput| classifier.token_cost(input);
-    let dequeued = || shared.dequeued();
+    let admission = ClassifierAdmission { shared, classifier };
     loop {
-        let batch = shared.intake().next_batch(&shared.config, &cost, &dequeued);
+        let batch = shared.intake().next_batch(&shared.config, &admission);
         match batch {
             Some(batch) => execute(shared, classifier, batch),
             None => return,

@@ -11,6 +11,7 @@ use super::classification::{Classification, ModelInfo};
 use super::decision::{DecisionLayer, Resources};
 use super::normalize::normalize;
 use super::rules::{RuleOutcome, RuleSet};
+use super::taxonomy::Urgency;
 use crate::model::base::{BaseInfo, PinnedBase};
 use crate::model::encoder::Encoder;
 use crate::model::heads::{HeadEnsemble, HeadScores, HEADS_FILE};
@@ -60,6 +61,13 @@ pub trait Classify: Send + Sync + 'static {
     /// returns [`Classify::token_cost`], which also counts the context.
     fn text_tokens(&self, input: &MessageInput) -> usize {
         self.token_cost(input)
+    }
+
+    /// Returns the urgency level that the rule layer alone raises the input to, or `None` when
+    /// no rule raises it or the input is invalid. The queue runs inputs raised to `critical`
+    /// before the others. The default returns `None`, for classifiers without rules.
+    fn rule_urgency(&self, _input: &MessageInput) -> Option<Urgency> {
+        None
     }
 
     fn model_info(&self) -> ModelInfo;
@@ -201,6 +209,17 @@ impl Classifier {
         Ok(scores.into_iter().map(|s| s.expect("every sequence was scored")).collect())
     }
 
+    /// Applies the rules to the normalised message and, when there is context, to the context
+    /// and message joined.
+    fn rule_outcome(&self, text: &str, context: &[String]) -> RuleOutcome {
+        let outcome = self.rules.apply(text);
+        if context.is_empty() {
+            return outcome;
+        }
+        let with_context = self.rules.apply(&joined_with_context(text, context));
+        merge_rule_outcomes(outcome, with_context)
+    }
+
     /// Combines the scores of one input's sequences, as described on [`Classifier`].
     fn combine(&self, parts: &[(&Sequence, &HeadScores)]) -> HeadScores {
         let message_first = parts.iter().find(|(s, _)| s.message).map(|(_, h)| *h).unwrap_or(parts[0].1);
@@ -277,11 +296,7 @@ impl Classify for Classifier {
             let combined = self.combine(&parts);
             let message_parts: Vec<(&Sequence, &HeadScores)> = parts.iter().copied().filter(|(s, _)| s.message).collect();
             let alone = (message_parts.len() < parts.len()).then(|| self.combine(&message_parts));
-            let mut outcome = self.rules.apply(text);
-            if !context.is_empty() {
-                let with_context = self.rules.apply(&joined_with_context(text, context));
-                outcome = merge_rule_outcomes(outcome, with_context);
-            }
+            let outcome = self.rule_outcome(text, context);
             // The context informs the result too, so an unreadable earlier message counts.
             let unsupported_script = std::iter::once(text).chain(context).any(|t| in_unsupported_script(t));
             let message_alone = alone.as_ref().map(|scores| scores.categories.as_slice());
@@ -301,6 +316,12 @@ impl Classify for Classifier {
 
     fn text_tokens(&self, input: &MessageInput) -> usize {
         self.encoder.count_tokens(&normalize(&input.text)).unwrap_or(usize::MAX)
+    }
+
+    // The same normalisation and rules as `classify`, without the encoder.
+    fn rule_urgency(&self, input: &MessageInput) -> Option<Urgency> {
+        let (text, context) = normalize_input(input).ok()?;
+        self.rule_outcome(&text, &context).raise.map(|(level, _)| level)
     }
 
     fn model_info(&self) -> ModelInfo {

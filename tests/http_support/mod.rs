@@ -208,6 +208,9 @@ pub fn fake_model_info() -> ModelInfo {
 pub const PANIC_TEXT: &str = "double: panic please";
 pub const INVALID_TEXT: &str = "double: reject this input";
 pub const INTERNAL_TEXT: &str = "double: fail internally";
+/// A text that the double's rules raise to `critical`, as the real rules raise explicit
+/// suicidal wording, so that the queue runs its request first.
+pub const CRITICAL_TEXT: &str = "double: critical by rule";
 /// What the double puts in its internal error, which must reach the log but not the client.
 pub const INTERNAL_DETAIL: &str = "simulated model failure 4711";
 
@@ -217,6 +220,7 @@ pub const INTERNAL_DETAIL: &str = "simulated model failure 4711";
 /// - Texts equal to [`PANIC_TEXT`], [`INVALID_TEXT`] or [`INTERNAL_TEXT`] make it panic, reject
 ///   the input, or fail with an internal error.
 /// - `hold_rewarm()` makes the warm-up of a restarted worker block until `release()`.
+/// - [`CRITICAL_TEXT`] is the one text that its rules raise to `critical`.
 #[derive(Default)]
 pub struct Fake {
     gate: Gate,
@@ -224,6 +228,8 @@ pub struct Fake {
     warmed_up: AtomicUsize,
     /// Number of inputs of each classify call, warm-ups excluded.
     pub calls: Mutex<Vec<usize>>,
+    /// Texts of the inputs of every classify call, in the order classified, warm-ups excluded.
+    pub texts: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -282,6 +288,10 @@ impl Fake {
     pub fn calls(&self) -> Vec<usize> {
         self.calls.lock().unwrap().clone()
     }
+
+    pub fn texts(&self) -> Vec<String> {
+        self.texts.lock().unwrap().clone()
+    }
 }
 
 impl Classify for Fake {
@@ -295,6 +305,7 @@ impl Classify for Fake {
             return Ok(inputs.iter().map(fake_classification).collect());
         }
         self.calls.lock().unwrap().push(inputs.len());
+        self.texts.lock().unwrap().extend(inputs.iter().map(|input| input.text.clone()));
         if !self.hold_rewarm.load(Ordering::SeqCst) {
             self.gate.pass();
         }
@@ -313,6 +324,10 @@ impl Classify for Fake {
         input.text.split_whitespace().count()
             + input.context.iter().map(|c| c.split_whitespace().count()).sum::<usize>()
             + 2
+    }
+
+    fn rule_urgency(&self, input: &MessageInput) -> Option<taxonomy::Urgency> {
+        (input.text == CRITICAL_TEXT).then_some(taxonomy::Urgency::Critical)
     }
 
     fn model_info(&self) -> ModelInfo {
