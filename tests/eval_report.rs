@@ -16,7 +16,7 @@ use cybertriage::eval::run::{evaluate, write_outputs, Evaluation, Options};
 use cybertriage::triage::classification::{
     CategoryScore, Classification, Handoff, LabelScore, ModelInfo, UrgencyResult,
 };
-use cybertriage::triage::classifier::{ClassifyError, Classify, MessageInput};
+use cybertriage::triage::classifier::{ClassifyError, Classify, MessageInput, TokenCost};
 use cybertriage::triage::taxonomy::{index_of, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
 use serde_json::Value;
 
@@ -191,8 +191,8 @@ impl Classify for ScriptedClassifier {
         Ok(inputs.iter().map(|i| classification(self.answers.get(&key(&i.text)).unwrap_or(&UNKNOWN))).collect())
     }
 
-    fn token_cost(&self, input: &MessageInput) -> usize {
-        input.text.len()
+    fn token_cost(&self, input: &MessageInput) -> TokenCost {
+        TokenCost { text: input.text.len(), total: input.text.len() }
     }
 
     fn model_info(&self) -> ModelInfo {

@@ -182,6 +182,19 @@ async fn token_limit_rejects_before_encoding() {
     let batch = json!({"inputs": [{"text": "il me menace"}, {"text": "é".repeat(3000)}]});
     expect_error(post_json(&app, "/v1/classify/batch", &batch).await, 413, "too_many_tokens", "`inputs[1].text`").await;
 
+    // Every text above the limit is named, the first one as the field at fault, so that the
+    // client can fix them all before it retries.
+    let batch = json!({"inputs": [
+        {"text": "é".repeat(3000)},
+        {"text": "il me menace"},
+        {"text": "😭".repeat(3000)},
+    ]});
+    let answer = post_json(&app, "/v1/classify/batch", &batch).await;
+    let message = answer.error_message();
+    expect_error(answer, 413, "too_many_tokens", "field `inputs[0].text` has").await;
+    assert!(message.contains("`inputs[2].text` ("), "{message}");
+    assert!(!message.contains("inputs[1]"), "{message}");
+
     // French prose of 4,000 characters stays under the token limit.
     let prose = MESSAGES[..5].join(" ").repeat(4);
     let prose: String = prose.chars().take(Limits::default().max_chars.unwrap()).collect();

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::infer::InferError;
+use crate::infer::{InferError, TooLongInput};
 
 /// Seconds a client should wait before retrying after an `overloaded` response.
 pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
@@ -84,11 +84,10 @@ pub enum ApiError {
     )]
     ContextTooLong { field: String, count: usize, limit: usize },
 
-    #[error(
-        "field `{field}` has {tokens} tokens, above the limit of {limit}: shorten it or split it into \
-         several messages. Emoji and repeated accented letters can take one token each"
-    )]
-    TooManyTokens { field: String, tokens: usize, limit: usize },
+    /// Texts above the token limit: `field` and `tokens` name the first, `others` every other
+    /// one with its tokens, in input order.
+    #[error("{}", too_many_tokens_message(field, *tokens, *limit, others))]
+    TooManyTokens { field: String, tokens: usize, limit: usize, others: Vec<(String, usize)> },
 
     /// A field is missing, unknown or of the wrong type. The message is complete.
     #[error("{message}")]
@@ -220,6 +219,16 @@ impl ApiError {
         }
     }
 
+    /// Builds the error for the texts of [`InferError::TooLong`]. `field` returns the field name
+    /// of an input's text from its index.
+    pub fn too_many_tokens(inputs: Vec<TooLongInput>, limit: usize, field: impl Fn(usize) -> String) -> Self {
+        let mut named = inputs.into_iter().map(|text| (field(text.input), text.tokens));
+        let Some((first, tokens)) = named.next() else {
+            return ApiError::Internal("the token limit was reported without any input above it".into());
+        };
+        ApiError::TooManyTokens { field: first, tokens, limit, others: named.collect() }
+    }
+
     /// Builds the error for a field that is missing, unknown or of the wrong type.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::InvalidField { field: field.into(), message: message.into() }
@@ -233,12 +242,30 @@ impl From<InferError> for ApiError {
             InferError::NotReady => ApiError::NotReady,
             InferError::Timeout => ApiError::Timeout,
             InferError::InvalidInput(message) => ApiError::InvalidInput(message),
-            InferError::TooLong { input, tokens, limit } => {
-                ApiError::TooManyTokens { field: format!("inputs[{input}].text"), tokens, limit }
+            InferError::TooLong { inputs, limit } => {
+                ApiError::too_many_tokens(inputs, limit, |input| format!("inputs[{input}].text"))
             }
             InferError::Internal(detail) => ApiError::Internal(detail),
         }
     }
+}
+
+/// Writes the message of [`ApiError::TooManyTokens`], which names every text above the limit so
+/// that a client can fix them all before it retries.
+fn too_many_tokens_message(field: &str, tokens: usize, limit: usize, others: &[(String, usize)]) -> String {
+    let first = format!("field `{field}` has {tokens} tokens, above the limit of {limit}");
+    let hint = "Emoji and repeated accented letters can take one token each";
+    if others.is_empty() {
+        return format!("{first}: shorten it or split it into several messages. {hint}");
+    }
+    let listed: Vec<String> = others.iter().map(|(name, count)| format!("`{name}` ({count} tokens)")).collect();
+    let listed = match listed.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    let verb = if others.len() == 1 { "does" } else { "do" };
+    format!("{first}, and so {verb} {listed}: shorten each of them or split them into several messages. {hint}")
 }
 
 impl IntoResponse for ApiError {
@@ -281,7 +308,7 @@ mod tests {
             ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
             ApiError::BatchTooLarge { count: 3, limit: 2 },
             ApiError::ContextTooLong { field: "context".into(), count: 3, limit: 2 },
-            ApiError::TooManyTokens { field: "text".into(), tokens: 11, limit: 10 },
+            ApiError::TooManyTokens { field: "text".into(), tokens: 11, limit: 10, others: Vec::new() },
             ApiError::field("text", "field `text` is missing"),
             ApiError::EmptyText { field: "text".into() },
             ApiError::InvalidInput("reason".into()),
@@ -300,6 +327,28 @@ mod tests {
         assert_eq!(statuses, expected);
         let codes: Vec<_> = variants.iter().map(ApiError::code).collect();
         assert_eq!(codes, ApiError::CODES, "CODES lists every code once, in variant order");
+    }
+
+    #[test]
+    fn too_many_tokens_names_every_text() {
+        let too_long = |indices: &[usize]| {
+            let inputs = indices.iter().map(|&input| TooLongInput { input, tokens: 2000 + input }).collect();
+            ApiError::from(InferError::TooLong { inputs, limit: 1536 })
+        };
+
+        let single = too_long(&[1]).to_string();
+        assert!(single.starts_with("field `inputs[1].text` has 2001 tokens, above the limit of 1536: shorten it"), "{single}");
+
+        let pair = too_long(&[1, 3]).to_string();
+        assert!(pair.starts_with("field `inputs[1].text` has 2001 tokens, above the limit of 1536,"), "{pair}");
+        assert!(pair.contains("and so does `inputs[3].text` (2003 tokens): shorten each of them"), "{pair}");
+
+        let three_texts = too_long(&[0, 2, 5]).to_string();
+        assert!(three_texts.contains("and so do `inputs[2].text` (2002 tokens) and `inputs[5].text` (2005 tokens):"), "{three_texts}");
+        let four_texts = too_long(&[0, 1, 2, 3]).to_string();
+        assert!(four_texts.contains("`inputs[1].text` (2001 tokens), `inputs[2].text` (2002 tokens) and `inputs[3].text`"), "{four_texts}");
+
+        assert_eq!(too_long(&[]).code(), "internal", "an empty list is a bug, not a client error");
     }
 
     #[test]

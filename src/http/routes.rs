@@ -48,7 +48,7 @@ async fn classify(State(state): State<AppState>, request: ClassifyRequest) -> Re
     let ClassifyRequest { input, request_id } = request;
     // A single request's text is the field `text`, not `inputs[0].text`.
     let answer = state.engine().submit(vec![input], state.config().timeout).await.map_err(|error| match error {
-        InferError::TooLong { tokens, limit, .. } => ApiError::TooManyTokens { field: "text".to_string(), tokens, limit },
+        InferError::TooLong { inputs, limit } => ApiError::too_many_tokens(inputs, limit, |_| "text".to_string()),
         other => ApiError::from(other),
     });
     respond(answer, 1, request_id, |mut results| {

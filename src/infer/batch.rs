@@ -8,26 +8,27 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use crate::triage::classifier::MessageInput;
+use crate::triage::classifier::{MessageInput, TokenCost};
 
 use super::{BatchConfig, InferError, Job};
 
 /// A queued request with the token cost of each of its inputs.
 pub(super) struct Costed {
     pub job: Job,
-    pub costs: Vec<usize>,
+    pub costs: Vec<TokenCost>,
 }
 
 impl Costed {
+    /// Returns the tokens that the request costs in a batch.
     pub fn tokens(&self) -> usize {
-        self.costs.iter().sum()
+        self.costs.iter().map(|cost| cost.total).sum()
     }
 }
 
 /// The worker's side of taking requests in: token costs, urgency, and counts for metrics.
 pub(super) trait Admission {
-    /// Returns the number of encoder tokens that the input costs.
-    fn cost(&self, input: &MessageInput) -> usize;
+    /// Counts the encoder tokens of the input.
+    fn cost(&self, input: &MessageInput) -> TokenCost;
     /// Returns whether the input goes to the urgent lane.
     fn is_urgent(&self, input: &MessageInput) -> bool;
     /// Called once for every request that leaves the intake, in a batch or dropped.
@@ -115,7 +116,14 @@ impl Intake {
         let guard = DequeueOnDrop(admission);
         let urgent = job.inputs.iter().any(|input| admission.is_urgent(input));
         // Every input costs at least one token, so that a batch always has a bounded size.
-        let costs = job.inputs.iter().map(|input| admission.cost(input).max(1)).collect();
+        let costs = job
+            .inputs
+            .iter()
+            .map(|input| {
+                let cost = admission.cost(input);
+                TokenCost { total: cost.total.max(1), ..cost }
+            })
+            .collect();
         std::mem::forget(guard);
         if urgent {
             admission.prioritized();
@@ -205,8 +213,9 @@ mod tests {
     }
 
     impl Admission for Words {
-        fn cost(&self, input: &MessageInput) -> usize {
-            input.text.split(' ').count()
+        fn cost(&self, input: &MessageInput) -> TokenCost {
+            let words = input.text.split(' ').count();
+            TokenCost { text: words, total: words }
         }
 
         fn is_urgent(&self, input: &MessageInput) -> bool {

@@ -82,13 +82,22 @@ pub enum InferError {
     /// The classifier rejected an input; the message is meant for the client.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A text has more tokens than [`BatchConfig::max_text_tokens`] allows. `input` is its index
-    /// in the request's inputs.
-    #[error("input {input} has {tokens} tokens, above the limit of {limit}")]
-    TooLong { input: usize, tokens: usize, limit: usize },
+    /// One or more texts have more tokens than [`BatchConfig::max_text_tokens`] allows.
+    /// `inputs` lists every one of them, in input order, and is never empty.
+    #[error("{} of the request's inputs have more tokens than the limit of {limit}", inputs.len())]
+    TooLong { inputs: Vec<TooLongInput>, limit: usize },
     /// The model failed or its worker died; the message is for the log only.
     #[error("{0}")]
     Internal(String),
+}
+
+/// An input whose text is above the token limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLongInput {
+    /// Index of the input in the request's inputs.
+    pub input: usize,
+    /// Tokens of its normalised text, special tokens included.
+    pub tokens: usize,
 }
 
 /// Result of one request: its classifications, in input order.

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::triage::classification::Classification;
-use crate::triage::classifier::{Classify, ClassifyError, MessageInput};
+use crate::triage::classifier::{Classify, ClassifyError, MessageInput, TokenCost};
 use crate::triage::taxonomy::Urgency;
 
 use super::batch::{Admission, Costed};
-use super::{Batched, InferError, Shared};
+use super::{Batched, InferError, Shared, TooLongInput};
 
 /// Invented message classified once before a worker counts as ready.
 const WARM_UP_TEXT: &str = "Bonjour, j'ai une question sur un message reçu hier.";
@@ -93,7 +93,7 @@ struct ClassifierAdmission<'a> {
 }
 
 impl Admission for ClassifierAdmission<'_> {
-    fn cost(&self, input: &MessageInput) -> usize {
+    fn cost(&self, input: &MessageInput) -> TokenCost {
         self.classifier.token_cost(input)
     }
 
@@ -130,7 +130,7 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
     let batch: Vec<Costed> = batch
         .into_iter()
         .filter(|costed| !costed.job.reply.is_closed())
-        .filter_map(|costed| reject_too_long(shared, classifier, costed))
+        .filter_map(|costed| reject_too_long(shared, costed))
         .collect();
     let mut inputs = Vec::new();
     let mut costs = Vec::new();
@@ -138,7 +138,7 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
     for Costed { job, costs: job_costs } in batch {
         let start = inputs.len();
         inputs.extend(job.inputs);
-        costs.extend(job_costs);
+        costs.extend(job_costs.iter().map(|cost| cost.total));
         replies.push((job.reply, start..inputs.len()));
     }
     if inputs.is_empty() {
@@ -171,13 +171,22 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
     }
 }
 
-/// Fails a request whose text is above the token limit with [`InferError::TooLong`] and drops
-/// it from the batch, so that its windows never take encoder time. Returns the other requests.
-fn reject_too_long(shared: &Shared, classifier: &dyn Classify, costed: Costed) -> Option<Costed> {
+/// Fails a request with a text above the token limit with [`InferError::TooLong`], which names
+/// every such text, and drops it from the batch, so that its windows never take encoder time.
+/// Returns the other requests.
+fn reject_too_long(shared: &Shared, costed: Costed) -> Option<Costed> {
     let Some(limit) = shared.config.max_text_tokens else { return Some(costed) };
-    let longest = costed.job.inputs.iter().map(|input| classifier.text_tokens(input)).enumerate().max_by_key(|&(_, tokens)| tokens);
-    let Some((input, tokens)) = longest.filter(|&(_, tokens)| tokens > limit) else { return Some(costed) };
-    let _ = costed.job.reply.send(Err(InferError::TooLong { input, tokens, limit }));
+    // The counts were taken when the request was queued, so no text is tokenized again here.
+    let mut too_long = Vec::new();
+    for (input, cost) in costed.costs.iter().enumerate() {
+        if cost.text > limit {
+            too_long.push(TooLongInput { input, tokens: cost.text });
+        }
+    }
+    if too_long.is_empty() {
+        return Some(costed);
+    }
+    let _ = costed.job.reply.send(Err(InferError::TooLong { inputs: too_long, limit }));
     None
 }
 

@@ -35,6 +35,17 @@ impl MessageInput {
     }
 }
 
+/// Encoder tokens of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCost {
+    /// Tokens of the normalised text alone, special tokens included, before any split into
+    /// windows. The service rejects a text above its token limit on this count, before any
+    /// encoder work.
+    pub text: usize,
+    /// Tokens that the input costs in a batch, context and windows included.
+    pub total: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
     /// The input cannot be classified, for example a text that is empty once normalised.
@@ -51,17 +62,9 @@ pub trait Classify: Send + Sync + 'static {
     /// Classifies the inputs in one batch and returns one result per input, in order.
     fn classify(&self, inputs: &[MessageInput]) -> Result<Vec<Classification>, ClassifyError>;
 
-    /// Returns the number of encoder tokens the input costs, context and windows included, for
-    /// batching under a token budget.
-    fn token_cost(&self, input: &MessageInput) -> usize;
-
-    /// Returns the number of encoder tokens of the input's normalised text alone, special tokens
-    /// included.
-    /// The service rejects a text above its token limit before any encoder work. The default
-    /// returns [`Classify::token_cost`], which also counts the context.
-    fn text_tokens(&self, input: &MessageInput) -> usize {
-        self.token_cost(input)
-    }
+    /// Counts the encoder tokens of the input, for batching under a token budget and for the
+    /// service's token limit.
+    fn token_cost(&self, input: &MessageInput) -> TokenCost;
 
     /// Returns the urgency level that the rule layer alone raises the input to, or `None` when
     /// no rule raises it or the input is invalid. The queue runs inputs raised to `critical`
@@ -305,17 +308,14 @@ impl Classify for Classifier {
         Ok(results)
     }
 
-    // Both counts read the normalised text, as the encoder does: characters that
-    // normalisation drops cost nothing.
-    fn token_cost(&self, input: &MessageInput) -> usize {
+    // The count reads the normalised text, as the encoder does: characters that normalisation
+    // drops cost nothing. A text that fails to tokenize counts as above any token limit, and as
+    // one full sequence in a batch.
+    fn token_cost(&self, input: &MessageInput) -> TokenCost {
         let max = self.encoder.max_tokens();
-        let text_tokens = self.encoder.count_tokens(&normalize(&input.text)).unwrap_or(max);
+        let counted = self.encoder.count_tokens(&normalize(&input.text)).ok();
         let context_tokens = if input.context.is_empty() { 0 } else { max };
-        text_tokens + context_tokens
-    }
-
-    fn text_tokens(&self, input: &MessageInput) -> usize {
-        self.encoder.count_tokens(&normalize(&input.text)).unwrap_or(usize::MAX)
+        TokenCost { text: counted.unwrap_or(usize::MAX), total: counted.unwrap_or(max) + context_tokens }
     }
 
     // The same normalisation and rules as `classify`, without the encoder.

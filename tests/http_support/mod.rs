@@ -21,7 +21,9 @@ use cybertriage::model::base::default_models_dir;
 use cybertriage::triage::classification::{
     CategoryScore, Classification, Handoff, LabelScore, ModelInfo, UrgencyResult,
 };
-use cybertriage::triage::classifier::{default_model_dir, Classifier, Classify, ClassifyError, MessageInput};
+use cybertriage::triage::classifier::{
+    default_model_dir, Classifier, Classify, ClassifyError, MessageInput, TokenCost,
+};
 use cybertriage::triage::taxonomy;
 
 // ---------------------------------------------------------------------------------------------
@@ -320,10 +322,10 @@ impl Classify for Fake {
         Ok(inputs.iter().map(fake_classification).collect())
     }
 
-    fn token_cost(&self, input: &MessageInput) -> usize {
-        input.text.split_whitespace().count()
-            + input.context.iter().map(|c| c.split_whitespace().count()).sum::<usize>()
-            + 2
+    fn token_cost(&self, input: &MessageInput) -> TokenCost {
+        let text = input.text.split_whitespace().count() + 2;
+        let context = input.context.iter().map(|c| c.split_whitespace().count()).sum::<usize>();
+        TokenCost { text, total: text + context }
     }
 
     fn rule_urgency(&self, input: &MessageInput) -> Option<taxonomy::Urgency> {
