@@ -221,6 +221,35 @@ async fn routing_and_media_type_errors() {
     assert_eq!(send(&app, bare).await.status, 200);
 }
 
+#[tokio::test]
+async fn content_encoding_other_than_identity_415() {
+    let app = app();
+    let encoded = |encoding: &str, body: Vec<u8>| {
+        Request::post("/v1/classify")
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let plain = br#"{"text": "bonjour"}"#.to_vec();
+    // The start of a gzip stream: magic bytes, deflate method, no flags.
+    let gzip_start = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
+
+    for (encoding, body) in [("gzip", gzip_start), ("gzip", plain.clone()), ("br", plain.clone()), ("identity, gzip", plain.clone())] {
+        let answer = send(&app, encoded(encoding, body)).await;
+        assert_eq!(answer.header("accept-encoding"), Some("identity"), "{encoding}");
+        expect_error(answer, 415, "unsupported_content_encoding", "Content-Encoding").await;
+    }
+    let batch = Request::post("/v1/classify/batch")
+        .header("content-encoding", "deflate")
+        .body(Body::from(r#"{"inputs": [{"text": "bonjour"}]}"#))
+        .unwrap();
+    expect_error(send(&app, batch).await, 415, "unsupported_content_encoding", "uncompressed").await;
+
+    assert_eq!(send(&app, encoded("identity", plain.clone())).await.status, 200);
+    assert_eq!(send(&app, encoded("IDENTITY", plain)).await.status, 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Classification
 

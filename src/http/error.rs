@@ -61,6 +61,12 @@ pub enum ApiError {
     UnsupportedMediaType,
 
     #[error(
+        "the Content-Encoding header must be identity: send the body uncompressed, without a \
+         Content-Encoding header"
+    )]
+    UnsupportedContentEncoding,
+
+    #[error(
         "the request body is larger than the limit of {limit} bytes: shorten the text or the context, or \
          split the batch into several requests"
     )]
@@ -146,6 +152,7 @@ impl ApiError {
         "not_found",
         "method_not_allowed",
         "unsupported_media_type",
+        "unsupported_content_encoding",
         "body_too_large",
         "text_too_long",
         "batch_too_large",
@@ -170,7 +177,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::BodyTooLarge { .. }
             | ApiError::TextTooLong { .. }
             | ApiError::BatchTooLarge { .. }
@@ -196,6 +205,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedContentEncoding => "unsupported_content_encoding",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::TextTooLong { .. } => "text_too_long",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
@@ -279,6 +289,10 @@ impl IntoResponse for ApiError {
         if self == ApiError::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // RFC 7694 recommends that a 415 caused by a content coding list the accepted codings.
+        if self == ApiError::UnsupportedContentEncoding {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        }
         let code = self.code();
         let detail = match self {
             ApiError::Internal(detail) => Some(detail),
@@ -304,6 +318,7 @@ mod tests {
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::UnsupportedMediaType,
+            ApiError::UnsupportedContentEncoding,
             ApiError::BodyTooLarge { limit: 10 },
             ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
             ApiError::BatchTooLarge { count: 3, limit: 2 },
@@ -321,7 +336,7 @@ mod tests {
 
     #[test]
     fn variants_map_to_status_and_code() {
-        let expected = [400, 400, 400, 400, 400, 401, 404, 405, 415, 413, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
+        let expected = [400, 400, 400, 400, 400, 401, 404, 405, 415, 415, 413, 413, 413, 413, 413, 422, 422, 422, 503, 503, 504, 500];
         let variants = every_variant();
         let statuses: Vec<u16> = variants.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(statuses, expected);
@@ -365,5 +380,7 @@ mod tests {
         }
         let response = ApiError::Unauthorized.into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let response = ApiError::UnsupportedContentEncoding.into_response();
+        assert_eq!(response.headers()[header::ACCEPT_ENCODING], "identity");
     }
 }

@@ -43,7 +43,16 @@ fn classify_errors() -> Value {
         "400": error("`invalid_json`, `duplicate_key`, `invalid_utf8`, `unreadable_body` or `invalid_request_id`."),
         "401": error("`unauthorized`: the API key is set and the request lacks it."),
         "413": error("`body_too_large`, `text_too_long`, `too_many_tokens`, `context_too_long` or `batch_too_large`. The message of `too_many_tokens` names every text above the token limit."),
-        "415": error("`unsupported_media_type`: a Content-Type other than JSON."),
+        "415": {
+            "description": "`unsupported_media_type`: a Content-Type other than JSON. `unsupported_content_encoding`: a Content-Encoding other than `identity`, such as `gzip`: send the body uncompressed.",
+            "content": { "application/json": { "schema": schema("Error") } },
+            "headers": {
+                "Accept-Encoding": {
+                    "description": "`identity`, sent with `unsupported_content_encoding`: the only content coding accepted.",
+                    "schema": { "type": "string" }
+                }
+            }
+        },
         "422": error("`invalid_field` (missing, unknown or mistyped field), `empty_text` or `invalid_input`."),
         "500": error("`internal`: the detail is in the server log under the request id."),
         "503": with_retry_after(

@@ -4,8 +4,9 @@
 //! deserialised with serde's derive, so that every error names the field and its fix without
 //! quoting the client's values (serde's messages repeat them, and they may be message text).
 //!
-//! Checks, in order: Content-Type, size (413), UTF-8 (400), JSON syntax (400), shape and
-//! field types (422), counts and lengths (413), and text empty after normalisation (422).
+//! Checks, in order: Content-Type and Content-Encoding (415), size (413), UTF-8 (400), JSON
+//! syntax (400), shape and field types (422), counts and lengths (413), and text empty after
+//! normalisation (422).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -128,6 +129,7 @@ impl FromRequest<AppState> for BatchRequest {
 /// Reads the body under the size limit and parses it as JSON.
 async fn json_body(request: Request, state: &AppState) -> Result<Value, ApiError> {
     check_content_type(request.headers())?;
+    check_content_encoding(request.headers())?;
     let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge { limit: state.config().limits.max_body_bytes }
@@ -147,6 +149,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::UnsupportedMediaType)
     }
+}
+
+/// Accepts no Content-Encoding header, or only `identity` codings. The body is never
+/// decompressed, so a compressed body would otherwise be read as plain bytes.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let codings = value.to_str().map_err(|_| ApiError::UnsupportedContentEncoding)?;
+        if !codings.split(',').all(|coding| coding.trim().eq_ignore_ascii_case("identity")) {
+            return Err(ApiError::UnsupportedContentEncoding);
+        }
+    }
+    Ok(())
 }
 
 /// Parses a body as JSON. Errors give a position, never a quote of the body.
@@ -479,5 +493,22 @@ mod tests {
         }
         headers.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
         assert_eq!(check_content_type(&headers).unwrap_err(), ApiError::UnsupportedMediaType);
+    }
+
+    #[test]
+    fn content_encodings() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_encoding(&headers).is_ok());
+        for ok in ["identity", "Identity", " identity , identity "] {
+            headers.insert(header::CONTENT_ENCODING, ok.parse().unwrap());
+            assert!(check_content_encoding(&headers).is_ok(), "{ok}");
+        }
+        for bad in ["gzip", "br", "deflate", "identity, gzip", "", "x-unknown"] {
+            headers.insert(header::CONTENT_ENCODING, bad.parse().unwrap());
+            assert_eq!(check_content_encoding(&headers).unwrap_err(), ApiError::UnsupportedContentEncoding, "{bad:?}");
+        }
+        headers.insert(header::CONTENT_ENCODING, "identity".parse().unwrap());
+        headers.append(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert!(check_content_encoding(&headers).is_err(), "every header line is checked");
     }
 }
