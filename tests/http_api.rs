@@ -89,6 +89,12 @@ async fn malformed_bodies_get_400() {
         .body(Body::from(r#"{"text": "bonjour"}"#))
         .unwrap();
     expect_error(send(&app, bad_id).await, 400, "invalid_request_id", "x-request-id").await;
+    // The same id in the body gets the same status and code.
+    let bad_body_id = json!({"text": "bonjour", "request_id": "two words"});
+    expect_error(post_json(&app, "/v1/classify", &bad_body_id).await, 400, "invalid_request_id", "`request_id`").await;
+    let bad_batch_id = json!({"inputs": [{"text": "bonjour"}], "request_id": 42});
+    expect_error(post_json(&app, "/v1/classify/batch", &bad_batch_id).await, 400, "invalid_request_id", "`request_id`")
+        .await;
 }
 
 #[tokio::test]

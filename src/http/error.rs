@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::infer::{InferError, TooLongInput};
 
+use super::request_id;
+
 /// Seconds a client should wait before retrying after an `overloaded` response.
 pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 /// Seconds a client should wait before retrying after a `not_ready` response.
@@ -38,12 +40,10 @@ pub enum ApiError {
     #[error("the request body could not be read to its end: send the whole body, with a correct Content-Length")]
     UnreadableBody,
 
-    #[error(
-        "the x-request-id header must be 1 to {max} letters, digits, '-', '_', '.' or ':': send such an \
-         id, or leave the header out and the server generates one",
-        max = super::request_id::MAX_LEN
-    )]
-    InvalidRequestId,
+    /// A request id, in the header or the body, is not a valid id. Both places get the same
+    /// status and code, and the message names the place.
+    #[error("{}", invalid_request_id_message(*.0))]
+    InvalidRequestId(request_id::Location),
 
     #[error("missing or wrong API key: send the header `Authorization: Bearer <key>` with the server's key")]
     Unauthorized,
@@ -173,7 +173,7 @@ impl ApiError {
             | ApiError::DuplicateKey { .. }
             | ApiError::InvalidUtf8
             | ApiError::UnreadableBody
-            | ApiError::InvalidRequestId => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidRequestId(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -200,7 +200,7 @@ impl ApiError {
             ApiError::DuplicateKey { .. } => "duplicate_key",
             ApiError::InvalidUtf8 => "invalid_utf8",
             ApiError::UnreadableBody => "unreadable_body",
-            ApiError::InvalidRequestId => "invalid_request_id",
+            ApiError::InvalidRequestId(_) => "invalid_request_id",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -260,6 +260,18 @@ impl From<InferError> for ApiError {
     }
 }
 
+fn invalid_request_id_message(location: request_id::Location) -> String {
+    let (named, place) = match location {
+        request_id::Location::Header => ("the x-request-id header", "the header"),
+        request_id::Location::Body => ("field `request_id`", "the field"),
+    };
+    format!(
+        "{named} must be a string of 1 to {} letters, digits, '-', '_', '.' or ':': send such an id, or \
+         leave {place} out and the server generates one",
+        request_id::MAX_LEN
+    )
+}
+
 /// Writes the message of [`ApiError::TooManyTokens`], which names every text above the limit so
 /// that a client can fix them all before it retries.
 fn too_many_tokens_message(field: &str, tokens: usize, limit: usize, others: &[(String, usize)]) -> String {
@@ -313,7 +325,7 @@ mod tests {
             ApiError::DuplicateKey { line: 1, column: 2 },
             ApiError::InvalidUtf8,
             ApiError::UnreadableBody,
-            ApiError::InvalidRequestId,
+            ApiError::InvalidRequestId(request_id::Location::Header),
             ApiError::Unauthorized,
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
@@ -364,6 +376,16 @@ mod tests {
         assert!(four_texts.contains("`inputs[1].text` (2001 tokens), `inputs[2].text` (2002 tokens) and `inputs[3].text`"), "{four_texts}");
 
         assert_eq!(too_long(&[]).code(), "internal", "an empty list is a bug, not a client error");
+    }
+
+    #[test]
+    fn invalid_request_id_names_its_location() {
+        let header = ApiError::InvalidRequestId(request_id::Location::Header);
+        let body = ApiError::InvalidRequestId(request_id::Location::Body);
+        assert_eq!(header.status(), body.status());
+        assert_eq!(header.code(), body.code());
+        assert!(header.to_string().starts_with("the x-request-id header must be"), "{header}");
+        assert!(body.to_string().starts_with("field `request_id` must be"), "{body}");
     }
 
     #[test]

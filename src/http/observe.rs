@@ -48,7 +48,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 
     let (mut response, id) = match header_id {
         Some(Some(id)) => (next.run(request).await, id),
-        Some(None) => (ApiError::InvalidRequestId.into_response(), request_id::generate()),
+        Some(None) => {
+            let error = ApiError::InvalidRequestId(request_id::Location::Header);
+            (error.into_response(), request_id::generate())
+        }
         None => {
             let response = next.run(request).await;
             let id = response.extensions().get::<BodyRequestId>().map(|id| id.0.clone());

@@ -40,7 +40,7 @@ fn with_retry_after(mut response: Value) -> Value {
 /// Error responses that every classify route can return.
 fn classify_errors() -> Value {
     json!({
-        "400": error("`invalid_json`, `duplicate_key`, `invalid_utf8`, `unreadable_body` or `invalid_request_id`."),
+        "400": error("`invalid_json`, `duplicate_key`, `invalid_utf8`, `unreadable_body` or `invalid_request_id` (the x-request-id header or the body's `request_id`)."),
         "401": error("`unauthorized`: the API key is set and the request lacks it."),
         "413": error("`body_too_large`, `text_too_long`, `too_many_tokens`, `context_too_long` or `batch_too_large`. The message of `too_many_tokens` names every text above the token limit."),
         "415": {
@@ -176,7 +176,7 @@ fn schemas() -> Value {
             "required": ["inputs"],
             "properties": {
                 "inputs": { "type": "array", "minItems": 1, "items": schema("MessageInput") },
-                "request_id": schema("RequestId")
+                "request_id": { "anyOf": [schema("RequestId"), { "type": "null" }], "description": "Null is the same as no request id." }
             }
         },
         "BatchResponse": {

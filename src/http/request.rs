@@ -291,18 +291,13 @@ fn looks_like_identifier(key: &str) -> bool {
     !key.is_empty() && key.len() <= 40 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Takes the optional `request_id` field. An invalid one gets the same error as an invalid
+/// x-request-id header, 400 `invalid_request_id`, whatever its type.
 fn take_request_id(body: &mut Map<String, Value>) -> Result<Option<String>, ApiError> {
     match body.remove("request_id") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) if request_id::is_valid(&id) => Ok(Some(id)),
-        Some(_) => Err(ApiError::field(
-            "request_id",
-            format!(
-                "field `request_id` must be a string of 1 to {} letters, digits, '-', '_', '.' or ':': send \
-                 such an id, or leave the field out",
-                request_id::MAX_LEN
-            ),
-        )),
+        Some(_) => Err(ApiError::InvalidRequestId(request_id::Location::Body)),
     }
 }
 
@@ -444,6 +439,17 @@ mod tests {
         }
         let message = parse_json(format!("{{\"text\": \"{secret}\" oops}}").as_bytes()).unwrap_err().to_string();
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn invalid_body_request_id_is_400() {
+        for id in [json!("two words"), json!(""), json!("x".repeat(request_id::MAX_LEN + 1)), json!(42)] {
+            let error = classify(json!({"text": "a", "request_id": id})).unwrap_err();
+            assert_eq!(error, ApiError::InvalidRequestId(request_id::Location::Body), "{id}");
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{id}");
+            let error = batch(json!({"inputs": [{"text": "a"}], "request_id": id})).unwrap_err();
+            assert_eq!(error.code(), "invalid_request_id", "{id}");
+        }
     }
 
     #[test]

@@ -9,6 +9,15 @@ pub const HEADER: &str = "x-request-id";
 /// Longest accepted id, in bytes.
 pub const MAX_LEN: usize = 128;
 
+/// Place in a request that carries a client's request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// The [`HEADER`] request header.
+    Header,
+    /// The `request_id` field of the JSON body.
+    Body,
+}
+
 /// Returns whether `id` is 1 to [`MAX_LEN`] ASCII letters, digits, `-`, `_`, `.` or `:`.
 pub fn is_valid(id: &str) -> bool {
     !id.is_empty()
