@@ -604,6 +604,9 @@ fn serve_exits_0_on_sigterm() {
     assert_eq!(exit.code(), Some(0), "{log}");
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(!log.contains("Zorglub"), "{log}");
+    let base_line = log.lines().find(|line| line.contains("base encoder found on disk")).unwrap_or_else(|| panic!("{log}"));
+    assert!(base_line.contains("dir="), "{base_line}");
+    assert!(base_line.contains("checksum="), "{base_line}");
 }
 
 /// Removes terminal colour sequences (`ESC [ ... m`) from a log line.

@@ -81,9 +81,19 @@ async fn serve(models_dir: PathBuf, config: crate::http::config::ServeConfig) ->
 fn load(models_dir: &Path, model_dir: &Path, state: &AppState) -> Result<()> {
     let started = Instant::now();
     let base_dir = PinnedBase::load()?.output_dir(models_dir);
-    if BaseInfo::read(&base_dir).is_err() {
-        tracing::info!(dir = %base_dir.display(), "base encoder missing: fetching it as `cybertriage fetch-base` does");
-        fetch_base(models_dir, &BaseSource::Pinned, false)?;
+    match BaseInfo::read(&base_dir) {
+        Ok(info) => {
+            tracing::info!(
+                dir = %base_dir.display(),
+                source = %info.source,
+                checksum = info.checksum_prefix(),
+                "base encoder found on disk"
+            );
+        }
+        Err(_) => {
+            tracing::info!(dir = %base_dir.display(), "base encoder missing: fetching it as `cybertriage fetch-base` does");
+            fetch_base(models_dir, &BaseSource::Pinned, false)?;
+        }
     }
     tracing::info!(model_dir = %model_dir.display(), "loading the classifier");
     let classifier = Classifier::load(models_dir, model_dir)?;

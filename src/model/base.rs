@@ -110,7 +110,12 @@ impl BaseInfo {
 
     /// Short identity used in classification results: `name@checksum-prefix`.
     pub fn identity(&self) -> String {
-        format!("{}@{}", self.name, &self.checksum[..self.checksum.len().min(8)])
+        format!("{}@{}", self.name, self.checksum_prefix())
+    }
+
+    /// Returns the first 8 characters of the checksum, or all of it when it is shorter.
+    pub fn checksum_prefix(&self) -> &str {
+        self.checksum.get(..8).unwrap_or(&self.checksum)
     }
 }
 
