@@ -131,13 +131,19 @@ impl Encoder {
         ids
     }
 
+    /// Returns how many text tokens fit in one sequence beside `<s>`, the `query:` prefix and
+    /// `</s>`.
+    fn chunk_len(&self) -> usize {
+        self.max_tokens - self.prefix_ids.len() - 2
+    }
+
     /// Splits a text into overlapping windows of at most `max_tokens` tokens each.
     ///
     /// Each window is `<s> query: <chunk> </s>`; consecutive chunks share `overlap` tokens. A
     /// text that fits returns exactly one window, identical to [`Encoder::tokenize`].
     pub fn windows(&self, text: &str, overlap: usize) -> Result<Vec<TokenIds>> {
         let content = self.encode_plain(text)?;
-        let chunk_len = self.max_tokens - self.prefix_ids.len() - 2;
+        let chunk_len = self.chunk_len();
         if content.len() <= chunk_len {
             return Ok(vec![self.tokenize(text)?]);
         }
@@ -164,7 +170,7 @@ impl Encoder {
     /// returns whether the text had to be cut to fit.
     pub fn tail(&self, text: &str) -> Result<(TokenIds, bool)> {
         let content = self.encode_plain(text)?;
-        let chunk_len = self.max_tokens - self.prefix_ids.len() - 2;
+        let chunk_len = self.chunk_len();
         if content.len() <= chunk_len {
             return Ok((self.tokenize(text)?, false));
         }
