@@ -110,10 +110,19 @@ fn rules_read_everyday_forms() {
         ("un homme de snap veut me voir, il faudrait pas que ma mère le sache", "adult_secret_meeting"),
         ("j'ai pris tous mes médocs d'un coup", "overdose_taken"),
         ("jai avalé 20 doliprane", "overdose_taken"),
+        ("jme suicide ce soir", "explicit_suicidal_wording"),
+        ("je me suicide, personne m'aime", "explicit_suicidal_wording"),
+        ("je me tue ce soir", "explicit_suicidal_wording"),
+        ("jme jette du pont cette nuit", "explicit_suicidal_wording"),
     ];
     assert_fires(&rules, &cases);
 
-    let quiet = ["dis à ma mère que je rentre à 19h, j'ai plus de batterie", "pardon maman pour le vase 😅"];
+    let quiet = [
+        "dis à ma mère que je rentre à 19h, j'ai plus de batterie",
+        "pardon maman pour le vase 😅",
+        "je me tue à te le répéter, range ta chambre",
+        "t'inquiète je me suicide pas, j'avais juste besoin d'en parler",
+    ];
     for text in quiet {
         assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");
     }
