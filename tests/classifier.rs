@@ -311,3 +311,36 @@ fn trace_logs_keep_message_text_out() {
         assert!(!logs.contains("Replacing char"), "RUST_LOG={directives}: the tokenizer logged message characters");
     }
 }
+
+#[test]
+fn cli_jsonl_errors_keep_text_out() {
+    let cases = [
+        (r#"{"text": "kwyjibomarker jveux", "context": "ctxmarker"}"#, "`context` must be a list of strings, found a string"),
+        (r#"{"text": "kwyjibomarker", "context": ["ctxmarker", 3]}"#, "`context[1]` must be a string, found a number"),
+        (r#"{"text": ["kwyjibomarker"]}"#, "`text` must be a string, found a list"),
+        (r#"{"txt": "kwyjibomarker"}"#, "unknown field `txt`"),
+        (r#"{"context": ["ctxmarker"]}"#, "missing field `text`"),
+        (r#"{"text": "kwyjibomarker"#, "invalid JSON at column"),
+        (r#"["kwyjibomarker"]"#, "expected a JSON object, found a list"),
+    ];
+    for (line, expected) in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
+            .args(["classify", "--jsonl"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{line}: {stderr}");
+        assert!(stderr.contains("stdin line 2: "), "{line}: {stderr}");
+        assert!(stderr.contains(expected), "{line}: {stderr}");
+        assert!(!stderr.contains("kwyjibomarker"), "{line}: the message reached the error: {stderr}");
+        assert!(!stderr.contains("ctxmarker"), "{line}: the context reached the error: {stderr}");
+    }
+}

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
+use crate::data::example::type_name;
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 use crate::triage::classification::Classification;
 use crate::triage::normalize::normalize;
@@ -65,15 +66,54 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
 
 /// One `--jsonl` input line: the message, and an optional id copied into its result so that
 /// callers can join results back to their records.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct JsonlLine {
-    #[serde(default)]
     id: Option<serde_json::Value>,
     text: String,
-    /// `null` is the same as no context, as in the HTTP API.
-    #[serde(default)]
-    context: Option<Vec<String>>,
+    context: Vec<String>,
+}
+
+impl JsonlLine {
+    /// Parses a line. Error messages name the field and the JSON type found, never a value,
+    /// because the values are message text.
+    fn parse(line: &str) -> std::result::Result<Self, String> {
+        use serde_json::Value;
+        let value: Value = serde_json::from_str(line).map_err(|error| {
+            // A syntax error's message names the position and the expected token, not the text.
+            format!("invalid JSON at column {}: {}", error.column(), syntax_reason(&error))
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(format!("expected a JSON object, found {}", type_name(&value)));
+        };
+        if let Some(unknown) = object.keys().find(|key| !["id", "text", "context"].contains(&key.as_str())) {
+            return Err(format!("unknown field `{unknown}`"));
+        }
+        let text = match object.remove("text") {
+            Some(Value::String(text)) => text,
+            Some(other) => return Err(format!("`text` must be a string, found {}", type_name(&other))),
+            None => return Err("missing field `text`".to_string()),
+        };
+        // `null` is the same as no context, as in the HTTP API.
+        let context = match object.remove("context") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(entries)) => entries
+                .into_iter()
+                .enumerate()
+                .map(|(index, entry)| match entry {
+                    Value::String(entry) => Ok(entry),
+                    other => Err(format!("`context[{index}]` must be a string, found {}", type_name(&other))),
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            Some(other) => return Err(format!("`context` must be a list of strings, found {}", type_name(&other))),
+        };
+        Ok(JsonlLine { id: object.remove("id"), text, context })
+    }
+}
+
+/// Returns serde_json's reason for a syntax error, without its "at line L column C" suffix.
+fn syntax_reason(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    message.rsplit_once(" at line ").map_or(message.clone(), |(reason, _)| reason.to_string())
 }
 
 /// One `--jsonl` output line: the input's id, when given, then the classification's fields in
@@ -94,8 +134,9 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: JsonlLine = serde_json::from_str(&line)
-            .with_context(|| format!("stdin line {}: expected a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1))?;
+        let parsed = JsonlLine::parse(&line).map_err(|reason| {
+            anyhow::anyhow!("stdin line {}: {reason}. Each line must be a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1)
+        })?;
         if normalize(&parsed.text).is_empty() {
             bail!(
                 "stdin line {}: invalid input: `text` is empty or only whitespace and invisible characters; give \
@@ -104,7 +145,7 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
             );
         }
         ids.push(parsed.id);
-        inputs.push(MessageInput { text: parsed.text, context: parsed.context.unwrap_or_default() });
+        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -140,7 +140,8 @@ fn json_problem(error: &serde_json::Error) -> Problem {
     )
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// Returns the JSON type of a value with its article, as error messages name it.
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
