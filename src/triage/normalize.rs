@@ -10,10 +10,44 @@ use unicode_normalization::UnicodeNormalization;
 /// right after a symbol, as in the emoji "❤️". After a letter, a digit, punctuation, a space or
 /// another selector it changes nothing on screen, so it is removed.
 ///
+/// Letter-spaced writing is read as it is meant: in a run of at least
+/// [`MIN_SPACED_LETTERS`] single letters, one blank joins two letters and a wider gap or a
+/// line break separates words, so "j e  v e u x" becomes "je veux".
+///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_space = false;
+    join_words(&displayed_words(text))
+}
+
+/// Minimum number of single letters in a row that counts as letter-spaced writing. French text
+/// has runs of two or three ("il y a"), and rarely of four.
+const MIN_SPACED_LETTERS: usize = 4;
+
+/// Blanks that separate two words inside letter-spaced writing. A line break counts as that many.
+const WORD_BREAK: usize = 2;
+
+/// A word as displayed, with the blanks before it.
+struct Word {
+    text: String,
+    /// Blanks between this word and the previous one: 1 for a single space.
+    gap: usize,
+}
+
+impl Word {
+    fn is_single_letter(&self) -> bool {
+        let mut chars = self.text.chars();
+        matches!((chars.next(), chars.next()), (Some(c), None) if c.is_alphabetic())
+    }
+}
+
+/// Splits the displayed text into words: invisible characters removed, selectors kept only after
+/// symbols, punctuation folded, and the blanks between words counted.
+fn displayed_words(text: &str) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    // Blanks since the last word ended, and the blanks before the word being read.
+    let mut blanks = 0;
+    let mut gap = 0;
     // Whether the last character kept may carry a variation selector.
     let mut selector_allowed = false;
     for c in text.nfc() {
@@ -21,23 +55,53 @@ pub fn normalize(text: &str) -> String {
             continue;
         }
         if is_variation_selector(c) {
-            if selector_allowed && !pending_space {
-                out.push(c);
+            if selector_allowed && blanks == 0 {
+                current.push(c);
                 selector_allowed = false;
             }
             continue;
         }
         if c.is_whitespace() || is_blank(c) {
-            pending_space = !out.is_empty();
+            if !current.is_empty() {
+                words.push(Word { text: std::mem::take(&mut current), gap });
+            }
+            blanks += if c == '\n' || c == '\r' { WORD_BREAK } else { 1 };
             continue;
         }
-        if pending_space {
-            out.push(' ');
-            pending_space = false;
+        if current.is_empty() {
+            gap = blanks;
+            blanks = 0;
         }
         let folded = fold_punctuation(c);
-        out.push(folded);
+        current.push(folded);
         selector_allowed = takes_variation_selector(folded);
+    }
+    if !current.is_empty() {
+        words.push(Word { text: current, gap });
+    }
+    words
+}
+
+/// Joins the words with single spaces, except inside letter-spaced writing, where letters that
+/// one blank separates are joined.
+fn join_words(words: &[Word]) -> String {
+    let mut spaced = vec![false; words.len()];
+    let mut start = 0;
+    while start < words.len() {
+        let end = start + words[start..].iter().take_while(|w| w.is_single_letter()).count();
+        if end - start >= MIN_SPACED_LETTERS {
+            spaced[start..end].fill(true);
+        }
+        start = end.max(start + 1);
+    }
+
+    let mut out = String::new();
+    for (index, word) in words.iter().enumerate() {
+        let joined = index > 0 && spaced[index - 1] && spaced[index] && word.gap < WORD_BREAK;
+        if index > 0 && !joined {
+            out.push(' ');
+        }
+        out.push_str(&word.text);
     }
     out
 }
@@ -101,6 +165,23 @@ mod tests {
         assert_eq!(normalize("\u{200B} \u{00AD}\n"), "");
         assert_eq!(normalize("je\u{E0020}veux\u{180B}\u{1D173}"), "jeveux");
         assert_eq!(normalize("a\u{FFF9}i\u{1BCA0}d\u{17B4}e\u{13430}"), "aide");
+    }
+
+    #[test]
+    fn letter_spaced_writing_is_joined() {
+        assert_eq!(normalize("J E   V E U X   M O U R I R"), "JE VEUX MOURIR");
+        assert_eq!(normalize("j v e u x  m o u r i r"), "jveux mourir");
+        assert_eq!(normalize("m o r t\ne n v i e"), "mort envie");
+        assert_eq!(normalize("j\u{3164}e\u{3164} v\u{3164}a\u{3164}i\u{3164}s"), "je vais");
+        assert_eq!(normalize("ok  j e  m e  t u e"), "ok je me tue");
+    }
+
+    #[test]
+    fn short_runs_of_single_letters_stay_apart() {
+        assert_eq!(normalize("il y a 5 min"), "il y a 5 min");
+        assert_eq!(normalize("de 14 h à 6 h du matin"), "de 14 h à 6 h du matin");
+        assert_eq!(normalize("y a à  voir"), "y a à voir");
+        assert_eq!(normalize("test 1 2 1 2"), "test 1 2 1 2");
     }
 
     #[test]
