@@ -75,15 +75,29 @@ async fn overload_returns_503_then_recovers() {
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.error_message().contains("human listener"));
 
+    // A request that the rules raise to critical still gets a place, up to twice the queue size.
+    let urgent = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, CRITICAL_TEXT).await }
+    });
+    while state.engine().queue_depth() != 2 {
+        assert!(!urgent.is_finished(), "the urgent request was answered while the worker is held");
+        tokio::task::yield_now().await;
+    }
+    let refused_urgent = classify(&app, CRITICAL_TEXT).await;
+    assert_eq!(refused_urgent.status, 503, "the reserve for urgent requests is full too");
+    assert_eq!(refused_urgent.error_code(), "overloaded");
+
     fake.release();
     assert_eq!(running.await.unwrap().status, 200);
     assert_eq!(queued.await.unwrap().status, 200);
+    assert_eq!(urgent.await.unwrap().status, 200);
     let after = classify(&app, "quatrième demande").await;
     assert_eq!(after.status, 200, "the service recovers once the queue drains");
 
     let metrics = String::from_utf8(get(&app, "/metrics").await.body.to_vec()).unwrap();
     assert!(
-        metrics.contains(r#"cybertriage_http_requests_total{route="/v1/classify",method="POST",status="503"} 1"#),
+        metrics.contains(r#"cybertriage_http_requests_total{route="/v1/classify",method="POST",status="503"} 2"#),
         "{metrics}"
     );
     assert!(metrics.contains("cybertriage_queue_depth 0\n"), "the queue drained: {metrics}");

@@ -57,7 +57,7 @@ pub struct Options {
 
     /// Maximum number of encoder tokens in one forward pass, summed over the batched inputs (context and
     /// windows included). An input above it runs alone.
-    #[arg(long, env = "CYBERTRIAGE_MAX_BATCH_TOKENS", default_value_t = 4096)]
+    #[arg(long, env = "CYBERTRIAGE_MAX_BATCH_TOKENS", default_value_t = 1024)]
     pub max_batch_tokens: usize,
 
     /// How long a model worker that already has two or more requests waits for more before

@@ -1,8 +1,11 @@
 //! Forming one batch from the queue under a token budget and a wait window.
 //!
-//! A worker takes every queued request off the channel into one of two lanes: the urgent lane
-//! for requests with an input that the rules raise to `critical`, the normal lane for the rest.
-//! Batches take from the urgent lane first, and each lane keeps arrival order.
+//! A worker takes every queued request off the channel into one of three lanes. The urgent lane
+//! holds requests with an input that the rules raise to `critical`. The short lane holds
+//! requests whose texts fit in one encoder window, and the long lane the rest. Batches take
+//! from the lanes in that order, and each lane keeps arrival order. Most chat messages are short,
+//! so a critical message that no rule reads waits for the forward pass that is running, not for
+//! every long text queued before it.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -29,8 +32,6 @@ impl Costed {
 pub(super) trait Admission {
     /// Counts the encoder tokens of the input.
     fn cost(&self, input: &MessageInput) -> TokenCost;
-    /// Returns whether the input goes to the urgent lane.
-    fn is_urgent(&self, input: &MessageInput) -> bool;
     /// Called once for every request that leaves the intake, in a batch or dropped.
     fn dequeued(&self);
     /// Called once for every request put in the urgent lane.
@@ -38,24 +39,29 @@ pub(super) trait Admission {
 }
 
 const URGENT: usize = 0;
-const NORMAL: usize = 1;
+const SHORT: usize = 1;
+const LONG: usize = 2;
+const LANES: [usize; 3] = [URGENT, SHORT, LONG];
+
+/// Most text tokens of a short request's inputs: one encoder window, context aside.
+pub(super) const SHORT_TEXT_TOKENS: usize = 512;
 
 /// The receiving end of the queue, and the requests taken off it that wait for a batch.
 pub(super) struct Intake {
     receiver: Receiver<Job>,
-    /// The urgent lane, then the normal lane, each oldest first.
-    lanes: [VecDeque<Costed>; 2],
+    /// The urgent, short and long lanes, each oldest first.
+    lanes: [VecDeque<Costed>; 3],
 }
 
 impl Intake {
     pub fn new(receiver: Receiver<Job>) -> Self {
-        Intake { receiver, lanes: [VecDeque::new(), VecDeque::new()] }
+        Intake { receiver, lanes: [VecDeque::new(), VecDeque::new(), VecDeque::new()] }
     }
 
     /// Returns the next batch, or `None` once the queue is closed and empty.
     ///
-    /// Blocks for the first request, then adds the waiting requests, urgent ones first, while
-    /// they fit in the token budget. A worker that has two or more requests also waits up to
+    /// Blocks for the first request, then adds the waiting requests, lane by lane, while they
+    /// fit in the token budget. A worker that has two or more requests also waits up to
     /// `config.max_wait` for more. A lone request runs at once.
     pub fn next_batch(&mut self, config: &BatchConfig, admission: &dyn Admission) -> Option<Vec<Costed>> {
         let first = self.first(admission)?;
@@ -114,7 +120,6 @@ impl Intake {
         // If the classifier panics below, the request is dropped unanswered, and the guard
         // still counts it off the queue.
         let guard = DequeueOnDrop(admission);
-        let urgent = job.inputs.iter().any(|input| admission.is_urgent(input));
         // Every input costs at least one token, so that a batch always has a bounded size.
         let costs = job
             .inputs
@@ -125,17 +130,24 @@ impl Intake {
             })
             .collect();
         std::mem::forget(guard);
-        if urgent {
+        if job.urgent {
             admission.prioritized();
         }
-        let lane = if urgent { URGENT } else { NORMAL };
-        self.lanes[lane].push_back(Costed { job, costs });
+        let costed = Costed { job, costs };
+        let lane = if costed.job.urgent {
+            URGENT
+        } else if costed.costs.iter().all(|cost| cost.text <= SHORT_TEXT_TOKENS) {
+            SHORT
+        } else {
+            LONG
+        };
+        self.lanes[lane].push_back(costed);
     }
 
     /// Drops the requests at the head of the lanes whose caller has stopped waiting, and returns
-    /// the lane to take from next: the urgent one while it has requests.
+    /// the first lane that has a request.
     fn next_lane(&mut self, admission: &dyn Admission) -> Option<usize> {
-        for lane in [URGENT, NORMAL] {
+        for lane in LANES {
             while let Some(head) = self.lanes[lane].front() {
                 if is_live(&head.job) {
                     return Some(lane);
@@ -185,27 +197,32 @@ mod tests {
 
     type Answer = oneshot::Receiver<Result<super::super::Batched, InferError>>;
 
-    /// Word that makes the test admission put an input in the urgent lane.
+    /// Word that marks a test job as urgent, as the rules would.
     const URGENT_WORD: &str = "alerte";
+
+    fn text_is_urgent(text: &str) -> bool {
+        text.split(' ').any(|word| word == URGENT_WORD)
+    }
 
     fn job_with_text(text: String) -> (Job, Answer) {
         let (reply, answer) = oneshot::channel();
         let inputs = vec![MessageInput::new(text)];
-        (Job { inputs, deadline: Instant::now() + Duration::from_secs(60), reply }, answer)
+        let urgent = text_is_urgent(&inputs[0].text);
+        (Job { inputs, urgent, deadline: Instant::now() + Duration::from_secs(60), reply }, answer)
     }
 
     fn job(words: usize) -> (Job, Answer) {
         job_with_text(vec!["mot"; words].join(" "))
     }
 
-    /// A job of `words` words whose first word is [`URGENT_WORD`].
+    /// Returns a job of `words` words whose first word is [`URGENT_WORD`].
     fn urgent_job(words: usize) -> (Job, Answer) {
         let mut text = vec!["mot"; words];
         text[0] = URGENT_WORD;
         job_with_text(text.join(" "))
     }
 
-    /// Counts one token per word, flags inputs that contain [`URGENT_WORD`], and counts calls.
+    /// Counts one token per word, and counts calls.
     #[derive(Default)]
     struct Words {
         dequeued: Cell<usize>,
@@ -216,10 +233,6 @@ mod tests {
         fn cost(&self, input: &MessageInput) -> TokenCost {
             let words = input.text.split(' ').count();
             TokenCost { text: words, total: words }
-        }
-
-        fn is_urgent(&self, input: &MessageInput) -> bool {
-            input.text.split(' ').any(|word| word == URGENT_WORD)
         }
 
         fn dequeued(&self) {
@@ -253,7 +266,7 @@ mod tests {
     }
 
     fn is_urgent(costed: &Costed) -> bool {
-        costed.job.inputs[0].text.starts_with(URGENT_WORD)
+        costed.job.urgent
     }
 
     #[test]
@@ -335,6 +348,17 @@ mod tests {
         assert_eq!(sizes(&first), [2, 4, 4], "the normal lane fills the rest of the budget in order");
         assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [4]);
         assert_eq!(admission.prioritized.get(), 1);
+        assert_eq!(admission.dequeued.get(), 4);
+    }
+
+    #[test]
+    fn short_requests_go_before_long_ones() {
+        let long = SHORT_TEXT_TOKENS + 88;
+        let (mut intake, _sender, _answers) = queue(&[long, 3, long + 100, 4]);
+        let admission = Words::default();
+        let config = config(1000, Duration::ZERO);
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3, 4, long]);
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [long + 100]);
         assert_eq!(admission.dequeued.get(), 4);
     }
 

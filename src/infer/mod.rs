@@ -2,12 +2,15 @@
 //! requests into batches.
 //!
 //! Invariants:
-//! - The queue never grows past [`BatchConfig::queue_size`] waiting requests: a request that
-//!   finds it full gets [`InferError::Overloaded`] at once, without waiting. Requests that a
-//!   worker has taken off the channel but not yet batched still count as waiting.
-//! - A request with an input that the rules raise to `critical` ([`Classify::rule_urgency`])
-//!   goes ahead of the other waiting requests. Each of the two groups keeps arrival order.
-//!   This changes only the order of work, never a result.
+//! - A request is urgent when the rules raise one of its inputs to `critical`
+//!   ([`Classify::rule_urgency`]), checked once when it is submitted.
+//! - A request that finds [`BatchConfig::queue_size`] requests waiting gets
+//!   [`InferError::Overloaded`] at once, without waiting, unless it is urgent: urgent requests
+//!   are refused only at twice that number, so a queue full of other requests does not turn
+//!   them away. Requests that a worker has taken off the channel but not yet batched still
+//!   count as waiting.
+//! - An urgent request goes ahead of the other waiting requests. Each of the two groups keeps
+//!   arrival order. This changes only the order of work, never a result.
 //! - A batch has at most [`BatchConfig::max_batch_tokens`] encoder tokens, except a single
 //!   input that is larger on its own, which runs alone.
 //! - A lone request on an idle worker runs at once; the wait window applies only once a worker
@@ -25,7 +28,7 @@ mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::triage::classification::Classification;
 use crate::triage::classifier::{Classify, MessageInput};
+use crate::triage::taxonomy::Urgency;
 
 use batch::Intake;
 
@@ -43,8 +47,8 @@ pub struct BatchConfig {
     pub max_batch_tokens: usize,
     /// How long a worker that already has two or more requests waits for more.
     pub max_wait: Duration,
-    /// Maximum number of requests waiting for a worker, urgent or not. Requests being computed
-    /// do not count.
+    /// Number of waiting requests at which a new request gets [`InferError::Overloaded`]. An
+    /// urgent request is refused only at twice that number. Requests being computed do not count.
     pub queue_size: usize,
     /// Number of model worker threads sharing the one model.
     pub workers: usize,
@@ -61,7 +65,7 @@ pub const DEFAULT_MAX_TEXT_TOKENS: usize = 1536;
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_batch_tokens: 4096,
+            max_batch_tokens: 1024,
             max_wait: Duration::from_millis(2),
             queue_size: 128,
             workers: 1,
@@ -115,8 +119,8 @@ pub trait Observer: Send + Sync + 'static {
     /// Records one call of [`Classify::classify`]: its inputs, their token cost and its duration.
     fn batch_done(&self, _inputs: usize, _tokens: usize, _elapsed: Duration) {}
     fn worker_restarted(&self) {}
-    /// Records one request put ahead of the others because the rules raise one of its inputs
-    /// to `critical`.
+    /// Records one urgent request taken in by a worker: the rules raise one of its inputs to
+    /// `critical`.
     fn request_prioritized(&self) {}
 }
 
@@ -147,6 +151,8 @@ impl Status {
 /// One request waiting in the queue.
 struct Job {
     inputs: Vec<MessageInput>,
+    /// The rules raise one of the inputs to `critical`.
+    urgent: bool,
     deadline: Instant,
     reply: oneshot::Sender<Result<Batched, InferError>>,
 }
@@ -156,6 +162,8 @@ struct Shared {
     config: BatchConfig,
     intake: Mutex<Intake>,
     depth: AtomicUsize,
+    /// The classifier the workers run, set by [`Engine::start`]. Its rules mark urgent requests.
+    classifier: OnceLock<Arc<dyn Classify>>,
     alive: AtomicUsize,
     started: AtomicBool,
     closed: AtomicBool,
@@ -184,11 +192,12 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: BatchConfig, observer: Arc<dyn Observer>) -> Engine {
-        let (sender, receiver) = mpsc::sync_channel(config.queue_size.max(1));
+        let (sender, receiver) = mpsc::sync_channel(2 * config.queue_size.max(1));
         let shared = Arc::new(Shared {
             config,
             intake: Mutex::new(Intake::new(receiver)),
             depth: AtomicUsize::new(0),
+            classifier: OnceLock::new(),
             alive: AtomicUsize::new(0),
             started: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -209,6 +218,8 @@ impl Engine {
             self.shared.started.store(false, Ordering::SeqCst);
             return Err(error);
         }
+        // Until the warm-up passes, `submit` finds no classifier and returns NotReady.
+        let _ = self.shared.classifier.set(classifier.clone());
         let mut supervisors = self.supervisors.lock().unwrap_or_else(PoisonError::into_inner);
         for index in 0..self.shared.config.workers {
             // Counted before the thread exists, so that the engine is ready as soon as this returns.
@@ -240,11 +251,10 @@ impl Engine {
     /// Queues the inputs as one request and waits for their classifications, at most `timeout`
     /// from now, queue wait included.
     pub async fn submit(&self, inputs: Vec<MessageInput>, timeout: Duration) -> Result<Batched, InferError> {
-        if !self.shared.started.load(Ordering::SeqCst) {
-            return Err(InferError::NotReady);
-        }
+        let Some(classifier) = self.shared.classifier.get() else { return Err(InferError::NotReady) };
+        let urgent = inputs.iter().any(|input| classifier.rule_urgency(input) == Some(Urgency::Critical));
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Job { inputs, deadline: Instant::now() + timeout, reply })?;
+        self.enqueue(Job { inputs, urgent, deadline: Instant::now() + timeout, reply })?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InferError::Internal("the model worker stopped before returning a result".into())),
@@ -257,8 +267,10 @@ impl Engine {
         let Some(sender) = sender.as_ref() else { return Err(InferError::NotReady) };
         // Counted before sending so that a worker's decrement can never come first. The count,
         // not the channel's capacity, bounds the queue: a worker moves every queued request off
-        // the channel to sort it by urgency, and those requests still wait.
-        if self.shared.depth.fetch_add(1, Ordering::SeqCst) >= self.shared.config.queue_size.max(1) {
+        // the channel into its lanes, and those requests still wait.
+        let queue_size = self.shared.config.queue_size.max(1);
+        let limit = if job.urgent { 2 * queue_size } else { queue_size };
+        if self.shared.depth.fetch_add(1, Ordering::SeqCst) >= limit {
             self.shared.depth.fetch_sub(1, Ordering::SeqCst);
             return Err(InferError::Overloaded);
         }

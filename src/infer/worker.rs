@@ -10,7 +10,6 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::triage::classification::Classification;
 use crate::triage::classifier::{Classify, ClassifyError, MessageInput, TokenCost};
-use crate::triage::taxonomy::Urgency;
 
 use super::batch::{Admission, Costed};
 use super::{Batched, InferError, Shared, TooLongInput};
@@ -86,7 +85,7 @@ fn rewarm(shared: &Shared, classifier: &dyn Classify, index: usize) -> bool {
     }
 }
 
-/// Takes requests in with the classifier's token counts and rules.
+/// Takes requests in with the classifier's token counts.
 struct ClassifierAdmission<'a> {
     shared: &'a Shared,
     classifier: &'a dyn Classify,
@@ -95,10 +94,6 @@ struct ClassifierAdmission<'a> {
 impl Admission for ClassifierAdmission<'_> {
     fn cost(&self, input: &MessageInput) -> TokenCost {
         self.classifier.token_cost(input)
-    }
-
-    fn is_urgent(&self, input: &MessageInput) -> bool {
-        self.classifier.rule_urgency(input) == Some(Urgency::Critical)
     }
 
     fn dequeued(&self) {
