@@ -257,22 +257,35 @@ fn pooled_layers_must_match_the_heads() {
     assert!(error.to_string().contains("its heads were trained on layers [8, 12]"), "{error:#}");
 }
 
-#[test]
-fn cli_classify_jsonl_keeps_order() {
+/// Runs `classify --jsonl` with the extra arguments, one line of stdin per entry.
+fn classify_jsonl(args: &[&str], lines: &[&str]) -> std::process::Output {
+    use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
-        .args(["classify", "--jsonl", "--batch-size", "2"])
+        .args(["classify", "--jsonl"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write;
     let stdin = child.stdin.as_mut().unwrap();
-    writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
-    writeln!(stdin, r#"{{"id": "msg-7", "text": "jai envie d'en finir"}}"#).unwrap();
-    writeln!(stdin, r#"{{"text": "il dit qu'il va les envoyer ce soir", "context": ["il a des photos de moi"]}}"#).unwrap();
-    writeln!(stdin, r#"{{"text": "on m'a piraté mon compte insta", "context": null}}"#).unwrap();
-    let output = child.wait_with_output().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn cli_classify_jsonl_keeps_order() {
+    let output = classify_jsonl(
+        &["--batch-size", "2"],
+        &[
+            r#"{"text": "bonjour"}"#,
+            r#"{"id": "msg-7", "text": "jai envie d'en finir"}"#,
+            r#"{"text": "il dit qu'il va les envoyer ce soir", "context": ["il a des photos de moi"]}"#,
+            r#"{"text": "on m'a piraté mon compte insta", "context": null}"#,
+        ],
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     let raw: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -324,18 +337,7 @@ fn cli_jsonl_errors_keep_text_out() {
         (r#"["kwyjibomarker"]"#, "expected a JSON object, found a list"),
     ];
     for (line, expected) in cases {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
-            .args(["classify", "--jsonl"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let stdin = child.stdin.as_mut().unwrap();
-        writeln!(stdin, r#"{{"text": "bonjour"}}"#).unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = classify_jsonl(&[], &[r#"{"text": "bonjour"}"#, line]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{line}: {stderr}");
         assert!(stderr.contains("stdin line 2: "), "{line}: {stderr}");
