@@ -10,21 +10,22 @@ use unicode_normalization::UnicodeNormalization;
 /// right after a symbol, as in the emoji "❤️". After a letter, a digit, punctuation, a space or
 /// another selector it changes nothing on screen, so it is removed.
 ///
-/// Letter-spaced writing is read as it is meant: in a run of at least
-/// [`MIN_SPACED_LETTERS`] single letters, one blank joins two letters and a wider gap or a
-/// line break separates words, so "j e  v e u x" becomes "je veux".
+/// Letter-spaced writing is read as it is meant: in a run of at least [`MIN_SPACED_LETTERS`]
+/// single letters, the narrowest gap joins two letters and wider gaps separate words, so
+/// "j e  v e u x" becomes "je veux", and so does one letter a line with a blank line between
+/// words.
 ///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
     join_words(&displayed_words(text))
 }
 
-/// Minimum number of single letters in a row that counts as letter-spaced writing. French text
-/// has runs of two or three ("il y a"), and rarely of four.
-const MIN_SPACED_LETTERS: usize = 4;
+/// Minimum number of single letters in a row that counts as letter-spaced writing. French and
+/// SMS writing have runs of up to four ("il y a à", "g t a l école"), and rarely of five.
+const MIN_SPACED_LETTERS: usize = 5;
 
-/// Blanks that separate two words inside letter-spaced writing. A line break counts as that many.
-const WORD_BREAK: usize = 2;
+/// Blanks that a line break counts as: more than a space, so that it can separate words.
+const LINE_BREAK: usize = 2;
 
 /// A word as displayed, with the blanks before it.
 struct Word {
@@ -34,9 +35,11 @@ struct Word {
 }
 
 impl Word {
+    /// Tells whether the word is one letter, possibly followed by punctuation or symbols, as in
+    /// the last letter of "M O U R I R!!!".
     fn is_single_letter(&self) -> bool {
         let mut chars = self.text.chars();
-        matches!((chars.next(), chars.next()), (Some(c), None) if c.is_alphabetic())
+        chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| !c.is_alphanumeric())
     }
 }
 
@@ -65,7 +68,7 @@ fn displayed_words(text: &str) -> Vec<Word> {
             if !current.is_empty() {
                 words.push(Word { text: std::mem::take(&mut current), gap });
             }
-            blanks += if c == '\n' || c == '\r' { WORD_BREAK } else { 1 };
+            blanks += if c == '\n' || c == '\r' { LINE_BREAK } else { 1 };
             continue;
         }
         if current.is_empty() {
@@ -82,23 +85,26 @@ fn displayed_words(text: &str) -> Vec<Word> {
     words
 }
 
-/// Joins the words with single spaces, except inside letter-spaced writing, where letters that
-/// one blank separates are joined.
+/// Joins the words with single spaces, except inside letter-spaced writing. There, letters
+/// separated by the run's narrowest gap are joined, and wider gaps separate words.
 fn join_words(words: &[Word]) -> String {
-    let mut spaced = vec![false; words.len()];
+    // For each word, whether it is joined to the previous one.
+    let mut joined = vec![false; words.len()];
     let mut start = 0;
     while start < words.len() {
         let end = start + words[start..].iter().take_while(|w| w.is_single_letter()).count();
         if end - start >= MIN_SPACED_LETTERS {
-            spaced[start..end].fill(true);
+            let narrowest = words[start + 1..end].iter().map(|w| w.gap).min().unwrap_or(1);
+            for index in start + 1..end {
+                joined[index] = words[index].gap == narrowest;
+            }
         }
         start = end.max(start + 1);
     }
 
     let mut out = String::new();
     for (index, word) in words.iter().enumerate() {
-        let joined = index > 0 && spaced[index - 1] && spaced[index] && word.gap < WORD_BREAK;
-        if index > 0 && !joined {
+        if index > 0 && !joined[index] {
             out.push(' ');
         }
         out.push_str(&word.text);
@@ -171,7 +177,9 @@ mod tests {
     fn letter_spaced_writing_is_joined() {
         assert_eq!(normalize("J E   V E U X   M O U R I R"), "JE VEUX MOURIR");
         assert_eq!(normalize("j v e u x  m o u r i r"), "jveux mourir");
-        assert_eq!(normalize("m o r t\ne n v i e"), "mort envie");
+        assert_eq!(normalize("J E  V E U X  M O U R I R!!!"), "JE VEUX MOURIR!!!");
+        assert_eq!(normalize("J\nE\n\nV\nE\nU\nX\n\nM\nO\nU\nR\nI\nR"), "JE VEUX MOURIR");
+        assert_eq!(normalize("m o r t e\ne n v i e"), "morte envie");
         assert_eq!(normalize("j\u{3164}e\u{3164} v\u{3164}a\u{3164}i\u{3164}s"), "je vais");
         assert_eq!(normalize("ok  j e  m e  t u e"), "ok je me tue");
     }
@@ -181,6 +189,8 @@ mod tests {
         assert_eq!(normalize("il y a 5 min"), "il y a 5 min");
         assert_eq!(normalize("de 14 h à 6 h du matin"), "de 14 h à 6 h du matin");
         assert_eq!(normalize("y a à  voir"), "y a à voir");
+        assert_eq!(normalize("il y a à y aller"), "il y a à y aller");
+        assert_eq!(normalize("g t a l ecole"), "g t a l ecole");
         assert_eq!(normalize("test 1 2 1 2"), "test 1 2 1 2");
     }
 
