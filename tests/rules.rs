@@ -114,6 +114,13 @@ fn rules_read_everyday_forms() {
         ("je me suicide, personne m'aime", "explicit_suicidal_wording"),
         ("je me tue ce soir", "explicit_suicidal_wording"),
         ("jme jette du pont cette nuit", "explicit_suicidal_wording"),
+        ("ce soir je me tue", "explicit_suicidal_wording"),
+        ("cette nuit jme jette du pont", "explicit_suicidal_wording"),
+        ("je me tuerai ce soir", "explicit_suicidal_wording"),
+        ("jme pend tt de suite", "explicit_suicidal_wording"),
+        ("jvais me suicidé ce soir", "explicit_suicidal_wording"),
+        ("j me sucide", "explicit_suicidal_wording"),
+        ("jveux mourir ce soir, je me tue pas à la tâche", "explicit_suicidal_wording"),
     ];
     assert_fires(&rules, &cases);
 
@@ -121,7 +128,6 @@ fn rules_read_everyday_forms() {
         "dis à ma mère que je rentre à 19h, j'ai plus de batterie",
         "pardon maman pour le vase 😅",
         "je me tue à te le répéter, range ta chambre",
-        "t'inquiète je me suicide pas, j'avais juste besoin d'en parler",
     ];
     for text in quiet {
         assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");
