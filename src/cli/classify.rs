@@ -85,8 +85,9 @@ impl JsonlLine {
         let Value::Object(mut object) = value else {
             return Err(format!("expected a JSON object, found {}", type_name(&value)));
         };
-        if let Some(unknown) = object.keys().find(|key| !["id", "text", "context"].contains(&key.as_str())) {
-            return Err(format!("unknown field `{unknown}`"));
+        // The unknown key is not quoted: a mistaken line may have message text as a key.
+        if object.keys().any(|key| !["id", "text", "context"].contains(&key.as_str())) {
+            return Err("unknown field: a line may only have `text`, `context` and `id`".to_string());
         }
         let text = match object.remove("text") {
             Some(Value::String(text)) => text,
