@@ -35,11 +35,11 @@ struct Word {
 }
 
 impl Word {
-    /// Tells whether the word is one letter, possibly followed by punctuation or symbols, as in
-    /// the last letter of "M O U R I R!!!".
+    /// Tells whether the word is one letter, possibly with punctuation or symbols around it, as
+    /// in the last letter of "M O U R I R!!!" or the first of a quoted "\"j e".
     fn is_single_letter(&self) -> bool {
-        let mut chars = self.text.chars();
-        chars.next().is_some_and(char::is_alphabetic) && chars.all(|c| !c.is_alphanumeric())
+        let mut alphanumeric = self.text.chars().filter(|c| c.is_alphanumeric());
+        alphanumeric.next().is_some_and(char::is_alphabetic) && alphanumeric.next().is_none()
     }
 }
 
@@ -178,6 +178,7 @@ mod tests {
         assert_eq!(normalize("J E   V E U X   M O U R I R"), "JE VEUX MOURIR");
         assert_eq!(normalize("j v e u x  m o u r i r"), "jveux mourir");
         assert_eq!(normalize("J E  V E U X  M O U R I R!!!"), "JE VEUX MOURIR!!!");
+        assert_eq!(normalize("\"j e  v e u x  m o u r i r\""), "\"je veux mourir\"");
         assert_eq!(normalize("J\nE\n\nV\nE\nU\nX\n\nM\nO\nU\nR\nI\nR"), "JE VEUX MOURIR");
         assert_eq!(normalize("m o r t e\ne n v i e"), "morte envie");
         assert_eq!(normalize("j\u{3164}e\u{3164} v\u{3164}a\u{3164}i\u{3164}s"), "je vais");
