@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::example::type_name;
+use crate::data::example::{json_syntax_reason, type_name};
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 use crate::triage::classification::Classification;
 use crate::triage::normalize::normalize;
@@ -80,7 +80,7 @@ impl JsonlLine {
         use serde_json::Value;
         let value: Value = serde_json::from_str(line).map_err(|error| {
             // A syntax error's message names the position and the expected token, not the text.
-            format!("invalid JSON at column {}: {}", error.column(), syntax_reason(&error))
+            format!("invalid JSON at column {}: {}", error.column(), json_syntax_reason(&error))
         })?;
         let Value::Object(mut object) = value else {
             return Err(format!("expected a JSON object, found {}", type_name(&value)));
@@ -109,12 +109,6 @@ impl JsonlLine {
         };
         Ok(JsonlLine { id: object.remove("id"), text, context })
     }
-}
-
-/// Returns serde_json's reason for a syntax error, without its "at line L column C" suffix.
-fn syntax_reason(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    message.rsplit_once(" at line ").map_or(message.clone(), |(reason, _)| reason.to_string())
 }
 
 /// One `--jsonl` output line: the input's id, when given, then the classification's fields in

@@ -127,17 +127,21 @@ pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
 }
 
 fn json_problem(error: &serde_json::Error) -> Problem {
-    // serde_json ends its message with "at line 1 column N"; within one JSONL line only the
-    // column means something.
-    let message = error.to_string();
-    let reason = message.rsplit_once(" at line ").map_or(message.as_str(), |(reason, _)| reason);
     Problem::in_line(
         ProblemKind::InvalidJson,
         format!(
-            "invalid JSON at column {}: {reason}: write one complete JSON object per line, with no line break inside",
-            error.column()
+            "invalid JSON at column {}: {}: write one complete JSON object per line, with no line break inside",
+            error.column(),
+            json_syntax_reason(error)
         ),
     )
+}
+
+/// Returns serde_json's reason for a syntax error in one JSONL line. serde_json ends its message
+/// with "at line 1 column N", and within one line only the column means something.
+pub(crate) fn json_syntax_reason(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    message.rsplit_once(" at line ").map_or(message.clone(), |(reason, _)| reason.to_string())
 }
 
 /// Returns the JSON type of a value with its article, as error messages name it.
