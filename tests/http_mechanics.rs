@@ -84,9 +84,9 @@ async fn overload_returns_503_then_recovers() {
         assert!(!urgent.is_finished(), "the urgent request was answered while the worker is held");
         tokio::task::yield_now().await;
     }
-    let refused_urgent = classify(&app, CRITICAL_TEXT).await;
-    assert_eq!(refused_urgent.status, 503, "the reserve for urgent requests is full too");
-    assert_eq!(refused_urgent.error_code(), "overloaded");
+    let rejected_urgent = classify(&app, CRITICAL_TEXT).await;
+    assert_eq!(rejected_urgent.status, 503, "the reserve for urgent requests is full too");
+    assert_eq!(rejected_urgent.error_code(), "overloaded");
 
     fake.release();
     assert_eq!(running.await.unwrap().status, 200);

@@ -1,8 +1,8 @@
 //! Forming one batch from the queue under a token budget and a wait window.
 //!
 //! A worker takes every queued request off the channel into one of three lanes. The urgent lane
-//! holds requests with an input that the rules raise to `critical`. The short lane holds
-//! requests whose texts fit in one encoder window, and the long lane the rest. Batches take
+//! is for requests with an input that the rules raise to `critical`. The short lane is for
+//! requests whose texts fit in one encoder window, and the long lane for the rest. Batches take
 //! from the lanes in that order, and each lane keeps arrival order. Most chat messages are short,
 //! so a critical message that no rule reads waits for the forward pass that is running, not for
 //! every long text queued before it.

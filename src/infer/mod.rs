@@ -9,8 +9,9 @@
 //!   are refused only at twice that number, so a queue full of other requests does not turn
 //!   them away. Requests that a worker has taken off the channel but not yet batched still
 //!   count as waiting.
-//! - An urgent request goes ahead of the other waiting requests. Each of the two groups keeps
-//!   arrival order. This changes only the order of work, never a result.
+//! - Workers take urgent requests first, then requests whose texts fit in one encoder window,
+//!   then the rest. Each of the three groups keeps arrival order. This changes only the order
+//!   of work, never a result.
 //! - A batch has at most [`BatchConfig::max_batch_tokens`] encoder tokens, except a single
 //!   input that is larger on its own, which runs alone.
 //! - A lone request on an idle worker runs at once; the wait window applies only once a worker

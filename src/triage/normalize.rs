@@ -10,10 +10,9 @@ use unicode_normalization::UnicodeNormalization;
 /// right after a symbol, as in the emoji "❤️". After a letter, a digit, punctuation, a space or
 /// another selector it changes nothing on screen, so it is removed.
 ///
-/// Letter-spaced writing is read as it is meant: in a run of at least [`MIN_SPACED_LETTERS`]
-/// single letters, the narrowest gap joins two letters and wider gaps separate words, so
-/// "j e  v e u x" becomes "je veux", and so does one letter a line with a blank line between
-/// words.
+/// Letter-spaced writing is read as words. In a run of at least [`MIN_SPACED_LETTERS`] single
+/// letters, the narrowest gap joins two letters and wider gaps separate words. So "j e  v e u x"
+/// becomes "je veux", as does one letter a line with a blank line between words.
 ///
 /// Returns an empty string for a text that is empty or only whitespace and invisible characters.
 pub fn normalize(text: &str) -> String {
