@@ -121,6 +121,15 @@ fn rules_read_everyday_forms() {
         ("jvais me suicidé ce soir", "explicit_suicidal_wording"),
         ("j me sucide", "explicit_suicidal_wording"),
         ("jveux mourir ce soir, je me tue pas à la tâche", "explicit_suicidal_wording"),
+        ("jme tu ce soir", "explicit_suicidal_wording"),
+        ("jme jete du pont cette nuit", "explicit_suicidal_wording"),
+        ("ce soir jme fous en lair", "explicit_suicidal_wording"),
+        ("jm suicide ce soir", "explicit_suicidal_wording"),
+        ("j vais me tuer", "explicit_suicidal_wording"),
+        ("j'vais me tuer", "explicit_suicidal_wording"),
+        ("jme tue dans 1h", "explicit_suicidal_wording"),
+        ("jme tue dans une heure", "explicit_suicidal_wording"),
+        ("jme tue à minuit", "explicit_suicidal_wording"),
     ];
     assert_fires(&rules, &cases);
 
@@ -130,6 +139,8 @@ fn rules_read_everyday_forms() {
         "je me tue à te le répéter, range ta chambre",
         "le contrôle de demain me tue",
         "je me jette sur la pizza ce soir",
+        "je me tus et je partis",
+        "tu me tues ce soir avec tes blagues",
     ];
     for text in quiet {
         assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");
