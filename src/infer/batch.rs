@@ -6,6 +6,12 @@
 //! from the lanes in that order, and each lane keeps arrival order. Most chat messages are short,
 //! so a critical message that no rule reads waits for the forward pass that is running, not for
 //! every long text queued before it.
+//!
+//! A request whose inputs exceed the token budget needs several forward passes. Between two of
+//! them the worker may run one more batch from the urgent and short lanes, taken by
+//! [`Intake::next_interleaved`]. That batch takes only requests that need a single pass. A
+//! request that needs several stays at its place in its lane, so requests behind it can overtake
+//! it there. This is the one exception to arrival order within a lane.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -25,6 +31,13 @@ impl Costed {
     /// Returns the tokens that the request costs in a batch.
     pub fn tokens(&self) -> usize {
         self.costs.iter().map(|cost| cost.total).sum()
+    }
+
+    /// Tells whether the request runs in one forward pass under `budget`: it has a single input,
+    /// or its inputs fit in the budget together. The worker splits any other request into
+    /// several passes.
+    pub fn fits_one_pass(&self, budget: usize) -> bool {
+        self.costs.len() == 1 || self.tokens() <= budget
     }
 }
 
@@ -90,6 +103,51 @@ impl Intake {
             batch.push(next);
         }
         Some(batch)
+    }
+
+    /// Returns a batch of waiting requests to run between two forward passes of a larger batch,
+    /// or `None` when no such request waits. Never blocks and never waits for more requests.
+    ///
+    /// It takes from the urgent lane, then from the short lane when `with_short` is set, in
+    /// arrival order and under the same token budget as [`Intake::next_batch`]. It skips a
+    /// request that needs more than one forward pass and leaves it in place, so the batch is
+    /// always a single pass. It drops the requests whose caller stopped waiting, wherever they
+    /// are in these lanes.
+    pub fn next_interleaved(
+        &mut self,
+        config: &BatchConfig,
+        admission: &dyn Admission,
+        with_short: bool,
+    ) -> Option<Vec<Costed>> {
+        self.take_queued(admission);
+        let lanes: &[usize] = if with_short { &[URGENT, SHORT] } else { &[URGENT] };
+        let mut batch = Vec::new();
+        let mut tokens = 0;
+        for &lane in lanes {
+            let mut index = 0;
+            while index < self.lanes[lane].len() {
+                let candidate = &self.lanes[lane][index];
+                if !is_live(&candidate.job) {
+                    let dropped = self.lanes[lane].remove(index).expect("the index is in the lane");
+                    drop_job(dropped.job, admission);
+                    continue;
+                }
+                if !candidate.fits_one_pass(config.max_batch_tokens) {
+                    index += 1;
+                    continue;
+                }
+                // As in `next_batch`, the request that does not fit ends the batch and keeps its
+                // place. A first request with a single input above the budget runs alone.
+                let candidate_tokens = candidate.tokens();
+                if !batch.is_empty() && tokens + candidate_tokens > config.max_batch_tokens {
+                    return Some(batch);
+                }
+                admission.dequeued();
+                batch.push(self.lanes[lane].remove(index).expect("the index is in the lane"));
+                tokens += candidate_tokens;
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
     }
 
     /// Takes the first waiting request, blocking until one comes.
@@ -383,5 +441,112 @@ mod tests {
         assert!(!is_urgent(&second[1]));
         assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3]);
         assert_eq!(admission.prioritized.get(), 2);
+    }
+
+    /// Returns a queue with, in arrival order: an urgent request of 14 tokens in two inputs,
+    /// which needs two passes under a budget of 10, a long request, short requests of
+    /// `short_sizes` tokens, and urgent requests of `urgent_sizes` tokens.
+    fn interleaving_queue(urgent_sizes: &[usize], short_sizes: &[usize]) -> (Intake, SyncSender<Job>, Vec<Answer>) {
+        let (sender, receiver) = sync_channel(16);
+        let mut answers = Vec::new();
+        let (mut multi_pass, answer) = urgent_job(8);
+        multi_pass.inputs.push(MessageInput::new("mot mot mot mot mot mot"));
+        sender.send(multi_pass).unwrap();
+        answers.push(answer);
+        let (long, answer) = job(SHORT_TEXT_TOKENS + 1);
+        sender.send(long).unwrap();
+        answers.push(answer);
+        for &size in short_sizes {
+            let (short, answer) = job(size);
+            sender.send(short).unwrap();
+            answers.push(answer);
+        }
+        for &size in urgent_sizes {
+            let (urgent, answer) = urgent_job(size);
+            sender.send(urgent).unwrap();
+            answers.push(answer);
+        }
+        (Intake::new(receiver), sender, answers)
+    }
+
+    #[test]
+    fn interleaved_batch_skips_multi_pass_requests() {
+        let (mut intake, _sender, _answers) = interleaving_queue(&[3], &[4, 5]);
+        let admission = Words::default();
+        let config = config(10, Duration::ZERO);
+
+        let batch = intake.next_interleaved(&config, &admission, true).unwrap();
+        assert_eq!(sizes(&batch), [3, 4], "the urgent request, then short ones while they fit");
+        assert!(is_urgent(&batch[0]));
+        assert_eq!(admission.dequeued.get(), 2);
+        let batch = intake.next_interleaved(&config, &admission, true).unwrap();
+        assert_eq!(sizes(&batch), [5], "the request that did not fit comes next");
+        assert!(intake.next_interleaved(&config, &admission, true).is_none(), "the long lane never interleaves");
+
+        let skipped = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&skipped), [14], "the multi-pass urgent request kept its place");
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [SHORT_TEXT_TOKENS + 1]);
+        assert_eq!(admission.dequeued.get(), 5);
+        assert_eq!(admission.prioritized.get(), 2);
+    }
+
+    #[test]
+    fn interleaved_batch_without_short_lane() {
+        let (mut intake, _sender, _answers) = interleaving_queue(&[3, 2], &[4]);
+        let admission = Words::default();
+        let config = config(10, Duration::ZERO);
+
+        let batch = intake.next_interleaved(&config, &admission, false).unwrap();
+        assert_eq!(sizes(&batch), [3, 2], "only urgent requests, though the short one fits");
+        assert!(intake.next_interleaved(&config, &admission, false).is_none());
+        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [4]);
+    }
+
+    #[test]
+    fn interleaved_batch_above_budget_runs_alone() {
+        let (mut intake, _sender, _answers) = interleaving_queue(&[12, 1], &[]);
+        let admission = Words::default();
+        let config = config(10, Duration::ZERO);
+        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [12]);
+        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [1]);
+    }
+
+    #[test]
+    fn interleaved_batch_drops_abandoned() {
+        let (sender, receiver) = sync_channel(16);
+        let (urgent, _urgent_answer) = urgent_job(2);
+        sender.send(urgent).unwrap();
+        let (abandoned, answer) = urgent_job(2);
+        drop(answer);
+        sender.send(abandoned).unwrap();
+        let (mut expired, expired_answer) = job(1);
+        expired.deadline = Instant::now();
+        sender.send(expired).unwrap();
+        let (live, _live_answer) = job(3);
+        sender.send(live).unwrap();
+
+        let mut intake = Intake::new(receiver);
+        let admission = Words::default();
+        let batch = intake.next_interleaved(&config(100, Duration::ZERO), &admission, true).unwrap();
+        assert_eq!(sizes(&batch), [2, 3]);
+        assert_eq!(expired_answer.blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
+        assert_eq!(admission.dequeued.get(), 4, "dropped requests leave the queue too");
+    }
+
+    #[test]
+    fn interleaved_batch_empty_does_not_block() {
+        let (sender, receiver) = sync_channel::<Job>(16);
+        // The sender stays open, so a call that waited for a request would block. It runs on its
+        // own thread, and the test fails once the bound passes.
+        let call = std::thread::spawn(move || {
+            let mut intake = Intake::new(receiver);
+            let config = config(10, Duration::from_secs(3600));
+            intake.next_interleaved(&config, &Words::default(), true).is_none()
+        });
+        let (done, finished) = sync_channel(1);
+        std::thread::spawn(move || done.send(call.join().unwrap()).unwrap());
+        let empty = finished.recv_timeout(Duration::from_secs(30)).expect("next_interleaved returns without waiting");
+        assert!(empty);
+        drop(sender);
     }
 }
