@@ -12,6 +12,11 @@
 //! - Workers take urgent requests first, then requests whose texts fit in one encoder window,
 //!   then the rest. Each of the three groups keeps arrival order. This changes only the order
 //!   of work, never a result.
+//! - Between two forward passes of a request that needs several, a worker runs at most one batch
+//!   of waiting urgent requests, and of short ones unless the running batch has an urgent
+//!   request. That batch is a single pass and takes only requests that fit in one, so these may
+//!   overtake a request that needs several passes in their own group. A forward pass that has
+//!   started is never interrupted.
 //! - A batch has at most [`BatchConfig::max_batch_tokens`] encoder tokens, except a single
 //!   input that is larger on its own, which runs alone.
 //! - A lone request on an idle worker runs at once; the wait window applies only once a worker
@@ -25,6 +30,8 @@
 //! Nothing here reads, logs or stores message text.
 
 mod batch;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

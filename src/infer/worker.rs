@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -15,7 +15,7 @@ use super::batch::{Admission, Costed};
 use super::{Batched, InferError, Shared, TooLongInput};
 
 /// Invented message classified once before a worker counts as ready.
-const WARM_UP_TEXT: &str = "Bonjour, j'ai une question sur un message reçu hier.";
+pub(super) const WARM_UP_TEXT: &str = "Bonjour, j'ai une question sur un message reçu hier.";
 
 /// Maximum pause between two failed warm-ups of a restarted worker.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -110,18 +110,55 @@ fn run(shared: &Shared, classifier: &dyn Classify) {
     let admission = ClassifierAdmission { shared, classifier };
     loop {
         let batch = shared.intake().next_batch(&shared.config, &admission);
-        match batch {
-            Some(batch) => execute(shared, classifier, batch),
-            None => return,
-        }
+        let Some(batch) = batch else { return };
+        // Short requests do not run between the passes of a batch with an urgent request,
+        // because `next_batch` also takes them after urgent ones.
+        let with_short = !batch.iter().any(|costed| costed.job.urgent);
+        let mut between_passes = || run_interleaved(shared, classifier, &admission, with_short);
+        execute(shared, classifier, batch, &mut between_passes);
+    }
+}
+
+/// Runs one batch of waiting urgent requests, and short ones when `with_short` is set, between
+/// two forward passes of a larger batch. Does nothing when none waits, or when another worker
+/// has the intake locked.
+///
+/// This is how a request that needs many passes, such as a large `/v1/classify/batch` request,
+/// stops delaying chat messages by more than about one pass. Short requests come in too
+/// because a critical message that no rule reads is not in the urgent lane, and most chat
+/// messages are short.
+///
+/// Fairness bound: it runs at most one batch per call, and the caller calls it once between two
+/// passes, so the larger batch runs at least every other pass. The interleaved batch is a
+/// single pass under the token budget (see [`Intake::next_interleaved`]), so a request of n
+/// passes waits for at most n - 1 interleaved passes. Two exceptions cost more: an urgent
+/// request with a single input above the budget takes a longer pass, and after an invalid
+/// input each request of the interleaved batch is classified again on its own. Interleaved
+/// batches are not interleaved in turn.
+///
+/// [`Intake::next_interleaved`]: super::batch::Intake::next_interleaved
+fn run_interleaved(shared: &Shared, classifier: &dyn Classify, admission: &dyn Admission, with_short: bool) {
+    // A worker that has the intake locked is waiting for a request or forming a batch, and it
+    // takes urgent requests first. Waiting for the lock here could stall this worker until a new
+    // request arrives.
+    let mut intake = match shared.intake.try_lock() {
+        Ok(intake) => intake,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    let batch = intake.next_interleaved(&shared.config, admission, with_short);
+    drop(intake);
+    if let Some(batch) = batch {
+        execute(shared, classifier, batch, &mut || {});
     }
 }
 
 /// Classifies the inputs of every request in the batch together and replies to each request.
+/// Calls `between_passes` between two forward passes of the batch.
 ///
 /// When the classifier rejects the combined inputs, each request is classified again on its
 /// own, so that one invalid input fails only its own request.
-fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
+fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>, between_passes: &mut dyn FnMut()) {
     let batch: Vec<Costed> = batch
         .into_iter()
         .filter(|costed| !costed.job.reply.is_closed())
@@ -141,7 +178,7 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
     }
 
     let abandoned = || replies.iter().all(|(reply, _)| reply.is_closed());
-    match classify_chunked(shared, classifier, &inputs, &costs, &abandoned) {
+    match classify_chunked(shared, classifier, &inputs, &costs, &abandoned, between_passes) {
         Ok(results) => {
             let mut results = results.into_iter();
             for (reply, range) in replies {
@@ -154,7 +191,8 @@ fn execute(shared: &Shared, classifier: &dyn Classify, batch: Vec<Costed>) {
                 if reply.is_closed() {
                     continue;
                 }
-                let answer = classify_range(shared, classifier, &inputs, &costs, range, &|| reply.is_closed());
+                let abandoned = || reply.is_closed();
+                let answer = classify_range(shared, classifier, &inputs, &costs, range, &abandoned, between_passes);
                 let _ = reply.send(answer);
             }
         }
@@ -192,27 +230,34 @@ fn classify_range(
     costs: &[usize],
     range: Range<usize>,
     abandoned: &dyn Fn() -> bool,
+    between_passes: &mut dyn FnMut(),
 ) -> Result<Batched, InferError> {
     let batch_size = range.len();
-    let results = classify_chunked(shared, classifier, &inputs[range.clone()], &costs[range], abandoned)?;
+    let results =
+        classify_chunked(shared, classifier, &inputs[range.clone()], &costs[range], abandoned, between_passes)?;
     Ok(Batched { results, batch_size })
 }
 
 /// Classifies the inputs in consecutive calls of at most the token budget each (an input
 /// above the budget goes alone), and returns the results in input order.
 ///
-/// Before each call it checks `abandoned`: once every request waiting for these results has
-/// timed out, the remaining calls are skipped, so that an abandoned large batch does not hold
-/// the worker while requests queue behind it.
+/// Between two calls it calls `between_passes`, which may serve other requests. Before each
+/// call it checks `abandoned`: once every request waiting for these results has timed out, the
+/// remaining calls are skipped, so that an abandoned large batch does not hold the worker while
+/// requests queue behind it.
 fn classify_chunked(
     shared: &Shared,
     classifier: &dyn Classify,
     inputs: &[MessageInput],
     costs: &[usize],
     abandoned: &dyn Fn() -> bool,
+    between_passes: &mut dyn FnMut(),
 ) -> Result<Vec<Classification>, InferError> {
     let mut results = Vec::with_capacity(inputs.len());
-    for range in chunks(costs, shared.config.max_batch_tokens) {
+    for (pass, range) in chunks(costs, shared.config.max_batch_tokens).into_iter().enumerate() {
+        if pass > 0 {
+            between_passes();
+        }
         if abandoned() {
             tracing::info!(skipped_inputs = inputs.len() - results.len(), "stopped a batch whose requests all timed out");
             return Err(InferError::Timeout);
