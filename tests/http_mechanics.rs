@@ -329,6 +329,76 @@ async fn timed_out_batch_stops_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_request_runs_between_batch_passes() {
+    // Bounds every wait, so that a wrong schedule fails the test instead of hanging it.
+    const BOUND: Duration = Duration::from_secs(30);
+    let fake = Fake::new();
+    let batching = BatchConfig { max_batch_tokens: 10, ..BatchConfig::default() };
+    let (app, state) = app_with(Config { batching, ..config(8) }, fake.clone());
+    fake.hold();
+    // Each input costs 5 tokens, so the batch needs three calls of 2, 2 and 1 inputs.
+    let batch_texts: Vec<String> = (0..5).map(|i| format!("message numéro {i}")).collect();
+    let batch = tokio::spawn({
+        let app = app.clone();
+        let inputs: Vec<_> = batch_texts.iter().map(|text| json!({ "text": text })).collect();
+        async move { post_json(&app, "/v1/classify/batch", &json!({ "inputs": inputs })).await }
+    });
+    tokio::time::timeout(BOUND, held(&fake, 1)).await.expect("the first pass starts");
+    // The critical text costs 6 tokens and the short one 5, so they run in two interleaved
+    // batches, one after each of the first two passes.
+    let critical = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, CRITICAL_TEXT).await }
+    });
+    tokio::time::timeout(BOUND, wait_for_queue_depth(&state, 1)).await.expect("the critical request is queued");
+    let short = tokio::spawn({
+        let app = app.clone();
+        async move { classify(&app, "une question courte").await }
+    });
+    tokio::time::timeout(BOUND, wait_for_queue_depth(&state, 2)).await.expect("the short request is queued");
+    fake.release();
+
+    let critical = tokio::time::timeout(BOUND, critical).await.expect("the critical request ends").unwrap();
+    assert_eq!(critical.status, 200);
+    let short = tokio::time::timeout(BOUND, short).await.expect("the short request ends").unwrap();
+    assert_eq!(short.status, 200);
+    let batch = tokio::time::timeout(BOUND, batch).await.expect("the batch request ends").unwrap();
+    assert_eq!(batch.status, 200);
+    // The service rounds scores to 3 decimals, so results are compared on category ids and
+    // rounded scores, which differ between these five texts.
+    let scores = |result: &serde_json::Value| -> Vec<(String, i64)> {
+        let categories = result["categories"].as_array().unwrap();
+        let score = |category: &serde_json::Value| (category["score"].as_f64().unwrap() * 1000.0).round() as i64;
+        categories.iter().map(|category| (category["id"].as_str().unwrap().to_string(), score(category))).collect()
+    };
+    let expected: Vec<_> = batch_texts
+        .iter()
+        .map(|text| scores(&serde_json::to_value(fake_classification(&MessageInput::new(text.as_str()))).unwrap()))
+        .collect();
+    let results: Vec<_> = batch.json()["results"].as_array().unwrap().iter().map(scores).collect();
+    assert_eq!(results.len(), 5);
+    for (index, (result, expected)) in results.iter().zip(&expected).enumerate() {
+        assert_eq!(result, expected, "result {index} is that of input {index}");
+    }
+    for pair in expected.windows(2) {
+        assert_ne!(pair[0], pair[1], "neighbouring texts must have different results for the order check");
+    }
+    let expected_texts = [
+        &batch_texts[0],
+        &batch_texts[1],
+        CRITICAL_TEXT,
+        &batch_texts[2],
+        &batch_texts[3],
+        "une question courte",
+        &batch_texts[4],
+    ];
+    let order = "the critical text runs after the first pass, the short one after the second";
+    assert_eq!(fake.texts(), expected_texts, "{order}");
+    assert_eq!(fake.calls(), [2, 1, 2, 1, 1], "one interleaved call after each of the first two passes");
+    assert_eq!(state.engine().queue_depth(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let fake = Fake::new();
     let state = AppState::new(config(4));
