@@ -182,6 +182,25 @@ impl Harness {
         self.finish_call();
     }
 
+    /// Submits the large request and waits for its first pass, which covers `first_pass` inputs.
+    /// Then submits the `queued` requests one at a time, each once the queue counts the one
+    /// before, so that they arrive in this order. The first pass is still running on return.
+    async fn queue_behind_first_pass<const N: usize>(
+        &mut self,
+        large: &[String],
+        first_pass: usize,
+        queued: [&[String]; N],
+    ) -> (Reply, [Reply; N]) {
+        let large_reply = self.submit(large);
+        assert_eq!(self.next_call().await, large[..first_pass], "the first call runs the first pass");
+        let mut replies = Vec::new();
+        for texts in queued {
+            replies.push(self.submit(texts));
+            self.wait_for_queue_depth(replies.len()).await;
+        }
+        (large_reply, replies.try_into().expect("one reply per queued request"))
+    }
+
     async fn wait_for_queue_depth(&self, depth: usize) {
         let reached = async {
             while self.engine.queue_depth() != depth {
@@ -211,11 +230,8 @@ async fn urgent_request_runs_between_passes() {
     let mut harness = Harness::new(10);
     // Eight inputs of 5 tokens under a budget of 10: four passes of two inputs.
     let large_texts = texts("grand", 8, 5);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let urgent_texts = vec![format!("{CRITICAL_WORD} ce soir")];
-    let urgent = harness.submit(&urgent_texts);
-    harness.wait_for_queue_depth(1).await;
+    let (large, [urgent]) = harness.queue_behind_first_pass(&large_texts, 2, [&urgent_texts]).await;
     harness.finish_call();
 
     harness.run_call(&urgent_texts, "the urgent request after the first pass").await;
@@ -238,18 +254,15 @@ async fn short_request_runs_between_long_passes() {
     let mut harness = Harness::new(600);
     // Three texts above one 512-token window, one per pass: the long lane.
     let large_texts = texts("long", 3, 520);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..1]);
     let later_long_texts = texts("autre", 1, 530);
-    let later_long = harness.submit(&later_long_texts);
     let short_texts = vec!["une question courte".to_string()];
-    let short = harness.submit(&short_texts);
-    harness.wait_for_queue_depth(2).await;
+    let (large, [later_long, short]) =
+        harness.queue_behind_first_pass(&large_texts, 1, [&later_long_texts, &short_texts]).await;
     harness.finish_call();
 
     harness.run_call(&short_texts, "the short request after the first pass").await;
     harness.run_call(&large_texts[1..2], "the second pass of the large request").await;
-    harness.run_call(&large_texts[2..3], "the last pass; a long request is never interleaved").await;
+    harness.run_call(&large_texts[2..3], "the last pass, since a long request never runs in between").await;
     harness.run_call(&later_long_texts, "the later long request").await;
 
     assert_eq!(labels(&reply(short).await.unwrap()), short_texts);
@@ -264,11 +277,8 @@ async fn short_request_runs_between_short_passes() {
     // Every text fits one window, so the large request is in the short lane, as a batch of
     // chat messages sent to `/v1/classify/batch` is.
     let large_texts = texts("lot", 4, 5);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let short_texts = vec!["bonjour".to_string()];
-    let short = harness.submit(&short_texts);
-    harness.wait_for_queue_depth(1).await;
+    let (large, [short]) = harness.queue_behind_first_pass(&large_texts, 2, [&short_texts]).await;
     harness.finish_call();
 
     harness.run_call(&short_texts, "the short request after the first pass").await;
@@ -283,13 +293,10 @@ async fn urgent_batch_lets_only_urgent_in() {
     // One critical text makes the whole large request urgent.
     let mut large_texts = texts("grand", 6, 5);
     large_texts[5] = format!("{CRITICAL_WORD} a b c d");
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let short_texts = vec!["une question courte".to_string()];
-    let short = harness.submit(&short_texts);
     let urgent_texts = vec![format!("{CRITICAL_WORD} maintenant")];
-    let urgent = harness.submit(&urgent_texts);
-    harness.wait_for_queue_depth(2).await;
+    let (large, [short, urgent]) =
+        harness.queue_behind_first_pass(&large_texts, 2, [&short_texts, &urgent_texts]).await;
     harness.finish_call();
 
     harness.run_call(&urgent_texts, "the urgent request alone, without the short one").await;
@@ -307,13 +314,11 @@ async fn one_interleaved_batch_per_pass() {
     let mut harness = Harness::new(10);
     // One input of 10 tokens per pass, three passes.
     let large_texts = texts("grand", 3, 10);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..1]);
     // Urgent requests of 6 tokens: two do not fit in one batch of 10.
     let urgent_texts: Vec<Vec<String>> =
         (0..3).map(|i| vec![format!("{CRITICAL_WORD} urgent{i} a b c d")]).collect();
-    let urgent: Vec<Reply> = urgent_texts.iter().map(|texts| harness.submit(texts)).collect();
-    harness.wait_for_queue_depth(3).await;
+    let queued = [&urgent_texts[0][..], &urgent_texts[1], &urgent_texts[2]];
+    let (large, urgent) = harness.queue_behind_first_pass(&large_texts, 1, queued).await;
     harness.finish_call();
 
     harness.run_call(&urgent_texts[0], "the first urgent request").await;
@@ -333,13 +338,10 @@ async fn one_interleaved_batch_per_pass() {
 async fn invalid_input_between_passes_fails_alone() {
     let mut harness = Harness::new(10);
     let large_texts = texts("grand", 4, 5);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let valid_texts = vec![format!("{CRITICAL_WORD} valide")];
-    let valid = harness.submit(&valid_texts);
     let invalid_texts = vec![format!("{CRITICAL_WORD} {INVALID_WORD}")];
-    let invalid = harness.submit(&invalid_texts);
-    harness.wait_for_queue_depth(2).await;
+    let (large, [valid, invalid]) =
+        harness.queue_behind_first_pass(&large_texts, 2, [&valid_texts, &invalid_texts]).await;
     harness.finish_call();
 
     let together = [valid_texts.clone(), invalid_texts.clone()].concat();
@@ -359,11 +361,8 @@ async fn invalid_input_between_passes_fails_alone() {
 async fn panic_between_passes_restarts_worker() {
     let mut harness = Harness::new(10);
     let large_texts = texts("grand", 4, 5);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let panicking_texts = vec![format!("{CRITICAL_WORD} {PANIC_WORD}")];
-    let panicking = harness.submit(&panicking_texts);
-    harness.wait_for_queue_depth(1).await;
+    let (large, [panicking]) = harness.queue_behind_first_pass(&large_texts, 2, [&panicking_texts]).await;
     harness.finish_call();
 
     harness.run_call(&panicking_texts, "the urgent request that panics").await;
@@ -384,11 +383,8 @@ async fn panic_between_passes_restarts_worker() {
 async fn close_finishes_interrupted_request() {
     let mut harness = Harness::new(10);
     let large_texts = texts("grand", 4, 5);
-    let large = harness.submit(&large_texts);
-    assert_eq!(harness.next_call().await, large_texts[0..2]);
     let urgent_texts = vec![format!("{CRITICAL_WORD} ce soir")];
-    let urgent = harness.submit(&urgent_texts);
-    harness.wait_for_queue_depth(1).await;
+    let (large, [urgent]) = harness.queue_behind_first_pass(&large_texts, 2, [&urgent_texts]).await;
     let engine = harness.engine.clone();
     let closing = tokio::task::spawn_blocking(move || engine.close());
     let closed = async {
