@@ -220,9 +220,11 @@ pub fn train(encoder: &Encoder, data_dir: &Path, model_dir: &Path, config: &Trai
         if config.tune_layers > 0 {
             let dev_texts: Vec<String> = dev_indices.iter().map(|&i| texts[i].clone()).collect();
             let outcome = tune_encoder(encoder, config, cache_dir, &mut rng, &train_texts, &rows.split(), &dev_texts, &dev.split())?;
-            rows.embeddings = outcome.train_embeddings;
-            dev.embeddings = outcome.dev_embeddings;
-            tuned = Some(outcome.layers);
+            if let Some(outcome) = outcome {
+                rows.embeddings = outcome.train_embeddings;
+                dev.embeddings = outcome.dev_embeddings;
+                tuned = Some(outcome.layers);
+            }
         }
 
         let train_tensor = Tensor::from_vec(rows.embeddings.concat(), (rows.targets.len(), dim), &device)?;
@@ -361,6 +363,9 @@ struct TunedOutcome {
 /// Fine-tunes the top `config.tune_layers` encoder layers jointly with temporary heads and
 /// returns the layers of the epoch with the best dev score, with the embeddings they give. The
 /// heads kept in the model are trained afterwards, from scratch, on those embeddings.
+///
+/// Returns `None` when no epoch beats the frozen encoder on the dev score, and the model then
+/// keeps the base layers and the embeddings already computed.
 #[allow(clippy::too_many_arguments)]
 fn tune_encoder(
     encoder: &Encoder,
@@ -371,7 +376,7 @@ fn tune_encoder(
     train: &Split,
     dev_texts: &[String],
     dev: &Split,
-) -> Result<TunedOutcome> {
+) -> Result<Option<TunedOutcome>> {
     let device = Device::Cpu;
     let total_layers = encoder.bert().layers().len();
     if config.tune_layers > total_layers {
@@ -405,7 +410,8 @@ fn tune_encoder(
     tracing::info!(dev_score = start_score, "heads trained on the frozen encoder; fine-tuning starts");
     let lengths: Vec<usize> = train_hidden.iter().map(|t| t.dim(0)).collect::<candle_core::Result<_>>()?;
 
-    let mut best: Option<(f32, usize, Vec<Tensor>)> = None;
+    let mut dev_scores = Vec::with_capacity(config.tune_epochs);
+    let mut best_snapshot = None;
     for epoch in 1..=config.tune_epochs {
         let batches = length_batches(&lengths, config.tune_batch_size, rng);
         let mut total = 0f32;
@@ -424,16 +430,32 @@ fn tune_encoder(
         let dev_split = Split { embeddings: &dev_embeddings, lexical: dev_lexical, targets: dev_targets };
         let dev_score = early_stopping_score(&heads, &dev_split)?;
         tracing::info!(epoch, epochs = config.tune_epochs, train_loss = total / batches.len().max(1) as f32, dev_score, "fine-tuning");
-        if best.as_ref().is_none_or(|(score, _, _)| dev_score > *score) {
-            best = Some((dev_score, epoch, layers.snapshot()?));
+        dev_scores.push(dev_score);
+        if best_epoch(start_score, &dev_scores) == Some(epoch) {
+            best_snapshot = Some(layers.snapshot()?);
         }
     }
-    let (score, best_epoch, snapshot) = best.context("fine-tuning ran no epoch")?;
-    layers.restore(&snapshot)?;
-    tracing::info!(best_epoch, dev_score = score, first_layer = first, "kept the encoder layers with the best dev score");
+    let Some(kept_epoch) = best_epoch(start_score, &dev_scores) else {
+        tracing::info!(dev_score = start_score, "no fine-tuned epoch beat the frozen encoder on the dev split; keeping the base layers");
+        return Ok(None);
+    };
+    layers.restore(&best_snapshot.context("no snapshot of the best epoch")?)?;
+    tracing::info!(best_epoch = kept_epoch, dev_score = dev_scores[kept_epoch - 1], first_layer = first, "kept the encoder layers with the best dev score");
     let train_embeddings = layers.embed_all(encoder, &train_hidden)?;
     let dev_embeddings = layers.embed_all(encoder, &dev_hidden)?;
-    Ok(TunedOutcome { layers, train_embeddings, dev_embeddings })
+    Ok(Some(TunedOutcome { layers, train_embeddings, dev_embeddings }))
+}
+
+/// Returns the 1-based epoch with the highest dev score, the earliest on a tie, or `None` when
+/// no epoch scores above `frozen_score`, the dev score of the heads on the frozen encoder.
+fn best_epoch(frozen_score: f32, dev_scores: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (index, &score) in dev_scores.iter().enumerate() {
+        if score > best.map_or(frozen_score, |(_, top)| top) {
+            best = Some((index + 1, score));
+        }
+    }
+    best.map(|(epoch, _)| epoch)
 }
 
 /// Returns an inverted-dropout mask `[rows, width]` that keeps each unit with probability
@@ -844,6 +866,16 @@ impl EmbeddingCache {
 mod tests {
     use super::*;
     use candle_core::DType;
+
+    #[test]
+    fn tuned_epoch_must_beat_frozen_encoder() {
+        // Fine-tuning that lost on every epoch, as on this project's data, keeps the base layers.
+        assert_eq!(best_epoch(0.656, &[0.648, 0.653]), None);
+        assert_eq!(best_epoch(0.656, &[0.656]), None);
+        assert_eq!(best_epoch(0.771, &[0.774, 0.767]), Some(1));
+        assert_eq!(best_epoch(0.5, &[0.6, 0.7, 0.7]), Some(2));
+        assert_eq!(best_epoch(0.5, &[]), None);
+    }
 
     #[test]
     fn binary_f1_hand_computed() {
