@@ -130,6 +130,12 @@ fn rules_read_everyday_forms() {
         ("jme tue dans 1h", "explicit_suicidal_wording"),
         ("jme tue dans une heure", "explicit_suicidal_wording"),
         ("jme tue à minuit", "explicit_suicidal_wording"),
+        ("jvai me tuer", "explicit_suicidal_wording"),
+        ("jvé me tuer", "explicit_suicidal_wording"),
+        ("jvais mfoutre en lair", "explicit_suicidal_wording"),
+        ("jvais m tuer ce soir", "explicit_suicidal_wording"),
+        ("jpp jvais en finir ce soir", "explicit_suicidal_wording"),
+        ("jveux en finir avec la vie", "explicit_suicidal_wording"),
     ];
     assert_fires(&rules, &cases);
 
@@ -141,6 +147,8 @@ fn rules_read_everyday_forms() {
         "je me jette sur la pizza ce soir",
         "je me tus et je partis",
         "tu me tues ce soir avec tes blagues",
+        "je vais en finir avec ce boss ce soir",
+        "jvais en finir avec mes devoirs",
     ];
     for text in quiet {
         assert!(fired(&rules, text).is_empty(), "a rule fired on {text:?}");
