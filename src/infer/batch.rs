@@ -108,8 +108,8 @@ impl Intake {
     /// Returns a batch of waiting requests to run between two forward passes of a larger batch,
     /// or `None` when no such request waits. Never blocks and never waits for more requests.
     ///
-    /// It takes from the urgent lane, then from the short lane when `with_short` is set, in
-    /// arrival order and under the same token budget as [`Intake::next_batch`]. It skips a
+    /// It takes from the urgent lane, then from the short lane, in arrival order and under the
+    /// same token budget as [`Intake::next_batch`]. It skips a
     /// request that needs more than one forward pass and leaves it in place, so the batch is
     /// always a single pass. It drops the requests whose caller stopped waiting, wherever they
     /// are in these lanes.
@@ -117,13 +117,11 @@ impl Intake {
         &mut self,
         config: &BatchConfig,
         admission: &dyn Admission,
-        with_short: bool,
     ) -> Option<Vec<Costed>> {
         self.take_queued(admission);
-        let lanes: &[usize] = if with_short { &[URGENT, SHORT] } else { &[URGENT] };
         let mut batch = Vec::new();
         let mut tokens = 0;
-        for &lane in lanes {
+        for lane in [URGENT, SHORT] {
             let mut index = 0;
             while index < self.lanes[lane].len() {
                 let candidate = &self.lanes[lane][index];
@@ -475,13 +473,13 @@ mod tests {
         let admission = Words::default();
         let config = config(10, Duration::ZERO);
 
-        let batch = intake.next_interleaved(&config, &admission, true).unwrap();
+        let batch = intake.next_interleaved(&config, &admission).unwrap();
         assert_eq!(sizes(&batch), [3, 4], "the urgent request, then short ones while they fit");
         assert!(is_urgent(&batch[0]));
         assert_eq!(admission.dequeued.get(), 2);
-        let batch = intake.next_interleaved(&config, &admission, true).unwrap();
+        let batch = intake.next_interleaved(&config, &admission).unwrap();
         assert_eq!(sizes(&batch), [5], "the request that did not fit comes next");
-        assert!(intake.next_interleaved(&config, &admission, true).is_none(), "the long lane never interleaves");
+        assert!(intake.next_interleaved(&config, &admission).is_none(), "the long lane never interleaves");
 
         let skipped = intake.next_batch(&config, &admission).unwrap();
         assert_eq!(sizes(&skipped), [14], "the multi-pass urgent request kept its place");
@@ -491,15 +489,17 @@ mod tests {
     }
 
     #[test]
-    fn interleaved_batch_without_short_lane() {
+    fn interleaved_batch_takes_urgent_first() {
         let (mut intake, _sender, _answers) = interleaving_queue(&[3, 2], &[4]);
         let admission = Words::default();
         let config = config(10, Duration::ZERO);
 
-        let batch = intake.next_interleaved(&config, &admission, false).unwrap();
-        assert_eq!(sizes(&batch), [3, 2], "only urgent requests, though the short one fits");
-        assert!(intake.next_interleaved(&config, &admission, false).is_none());
-        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [4]);
+        let batch = intake.next_interleaved(&config, &admission).unwrap();
+        assert_eq!(sizes(&batch), [3, 2, 4], "both urgent requests, then the older short one");
+        assert!(is_urgent(&batch[0]));
+        assert!(is_urgent(&batch[1]));
+        assert!(!is_urgent(&batch[2]));
+        assert!(intake.next_interleaved(&config, &admission).is_none());
     }
 
     #[test]
@@ -507,8 +507,8 @@ mod tests {
         let (mut intake, _sender, _answers) = interleaving_queue(&[12, 1], &[]);
         let admission = Words::default();
         let config = config(10, Duration::ZERO);
-        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [12]);
-        assert_eq!(sizes(&intake.next_interleaved(&config, &admission, true).unwrap()), [1]);
+        assert_eq!(sizes(&intake.next_interleaved(&config, &admission).unwrap()), [12]);
+        assert_eq!(sizes(&intake.next_interleaved(&config, &admission).unwrap()), [1]);
     }
 
     #[test]
@@ -527,7 +527,7 @@ mod tests {
 
         let mut intake = Intake::new(receiver);
         let admission = Words::default();
-        let batch = intake.next_interleaved(&config(100, Duration::ZERO), &admission, true).unwrap();
+        let batch = intake.next_interleaved(&config(100, Duration::ZERO), &admission).unwrap();
         assert_eq!(sizes(&batch), [2, 3]);
         assert_eq!(expired_answer.blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
         assert_eq!(admission.dequeued.get(), 4, "dropped requests leave the queue too");
@@ -541,7 +541,7 @@ mod tests {
         let call = std::thread::spawn(move || {
             let mut intake = Intake::new(receiver);
             let config = config(10, Duration::from_secs(3600));
-            intake.next_interleaved(&config, &Words::default(), true).is_none()
+            intake.next_interleaved(&config, &Words::default()).is_none()
         });
         let (done, finished) = sync_channel(1);
         std::thread::spawn(move || done.send(call.join().unwrap()).unwrap());

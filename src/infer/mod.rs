@@ -13,8 +13,8 @@
 //!   then the rest. Each of the three groups keeps arrival order. This changes only the order
 //!   of work, never a result.
 //! - Between two forward passes of a request that needs several, a worker runs at most one batch
-//!   of waiting urgent requests, and of short ones unless the running batch has an urgent
-//!   request. That batch is a single pass and takes only requests that fit in one, so these may
+//!   of waiting urgent requests, then short ones, whether or not the running request is urgent.
+//!   That batch is a single pass and takes only requests that fit in one, so these may
 //!   overtake a request that needs several passes in their own group. A forward pass that has
 //!   started is never interrupted.
 //! - A batch has at most [`BatchConfig::max_batch_tokens`] encoder tokens, except a single

@@ -288,25 +288,30 @@ async fn short_request_runs_between_short_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn urgent_batch_lets_only_urgent_in() {
+async fn urgent_batch_lets_short_in() {
     let mut harness = Harness::new(10);
-    // One critical text makes the whole large request urgent.
+    // One critical text makes the whole large request urgent: three passes of two inputs.
     let mut large_texts = texts("grand", 6, 5);
     large_texts[5] = format!("{CRITICAL_WORD} a b c d");
-    let short_texts = vec!["une question courte".to_string()];
+    // Two short requests of 6 tokens, which do not fit in one batch of 10 together.
+    let short_texts: Vec<Vec<String>> = (0..2).map(|i| texts(&format!("court{i}-"), 1, 6)).collect();
     let urgent_texts = vec![format!("{CRITICAL_WORD} maintenant")];
-    let (large, [short, urgent]) =
-        harness.queue_behind_first_pass(&large_texts, 2, [&short_texts, &urgent_texts]).await;
+    let (large, [first_short, second_short, urgent]) =
+        harness.queue_behind_first_pass(&large_texts, 2, [&short_texts[0], &short_texts[1], &urgent_texts]).await;
     harness.finish_call();
 
-    harness.run_call(&urgent_texts, "the urgent request alone, without the short one").await;
-    harness.run_call(&large_texts[2..4], "the second pass of the urgent large request").await;
-    harness.run_call(&large_texts[4..6], "the last pass of the urgent large request").await;
-    harness.run_call(&short_texts, "the short request after the whole urgent batch").await;
-
+    let together = [urgent_texts.clone(), short_texts[0].clone()].concat();
+    harness.run_call(&together, "the urgent request, then the older short one").await;
     assert_eq!(labels(&reply(urgent).await.unwrap()), urgent_texts);
+    assert_eq!(labels(&reply(first_short).await.unwrap()), short_texts[0]);
+    assert!(!large.is_finished(), "two passes of the urgent large request have not run yet");
+
+    harness.run_call(&large_texts[2..4], "the second pass of the urgent large request").await;
+    harness.run_call(&short_texts[1], "the second short request, one batch per pass").await;
+    assert_eq!(labels(&reply(second_short).await.unwrap()), short_texts[1]);
+    harness.run_call(&large_texts[4..6], "the last pass of the urgent large request").await;
     assert_eq!(labels(&reply(large).await.unwrap()), large_texts);
-    assert_eq!(labels(&reply(short).await.unwrap()), short_texts);
+    assert_eq!(harness.engine.queue_depth(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

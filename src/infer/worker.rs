@@ -111,22 +111,22 @@ fn run(shared: &Shared, classifier: &dyn Classify) {
     loop {
         let batch = shared.intake().next_batch(&shared.config, &admission);
         let Some(batch) = batch else { return };
-        // Short requests do not run between the passes of a batch with an urgent request,
-        // because `next_batch` also takes them after urgent ones.
-        let with_short = !batch.iter().any(|costed| costed.job.urgent);
-        let mut between_passes = || run_interleaved(shared, classifier, &admission, with_short);
+        let mut between_passes = || run_interleaved(shared, classifier, &admission);
         execute(shared, classifier, batch, &mut between_passes);
     }
 }
 
-/// Runs one batch of waiting urgent requests, and short ones when `with_short` is set, between
-/// two forward passes of a larger batch. Does nothing when none waits, or when another worker
-/// has the intake locked.
+/// Runs one batch of waiting urgent and short requests between two forward passes of a larger
+/// batch. Does nothing when none waits, or when another worker has the intake locked.
 ///
 /// This is how a request that needs many passes, such as a large `/v1/classify/batch` request,
 /// stops delaying chat messages by more than about one pass. Short requests come in too
 /// because a critical message that no rule reads is not in the urgent lane, and most chat
-/// messages are short.
+/// messages are short. They come in even when the running request is urgent itself. Its
+/// results return only when its last pass ends, so holding short requests back would make a
+/// critical message that no rule reads wait for the whole request, often past the timeout. Letting
+/// them in delays the urgent request by at most one single pass per pass boundary, the bound
+/// that every request has. Urgent requests still go first in the interleaved batch.
 ///
 /// Fairness bound: it runs at most one batch per call, and the caller calls it once between two
 /// passes, so the larger batch runs at least every other pass. The interleaved batch is a
@@ -137,7 +137,7 @@ fn run(shared: &Shared, classifier: &dyn Classify) {
 /// batches are not interleaved in turn.
 ///
 /// [`Intake::next_interleaved`]: super::batch::Intake::next_interleaved
-fn run_interleaved(shared: &Shared, classifier: &dyn Classify, admission: &dyn Admission, with_short: bool) {
+fn run_interleaved(shared: &Shared, classifier: &dyn Classify, admission: &dyn Admission) {
     // A worker that has the intake locked is waiting for a request or forming a batch, and it
     // takes urgent requests first. Waiting for the lock here could stall this worker until a new
     // request arrives.
@@ -146,7 +146,7 @@ fn run_interleaved(shared: &Shared, classifier: &dyn Classify, admission: &dyn A
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         Err(TryLockError::WouldBlock) => return,
     };
-    let batch = intake.next_interleaved(&shared.config, admission, with_short);
+    let batch = intake.next_interleaved(&shared.config, admission);
     drop(intake);
     if let Some(batch) = batch {
         execute(shared, classifier, batch, &mut || {});
