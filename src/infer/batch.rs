@@ -1,14 +1,15 @@
 //! Forming one batch from the queue under a token budget and a wait window.
 //!
-//! A worker takes every queued request off the channel into one of three lanes. The urgent lane
-//! is for requests with an input that the rules raise to `critical`. The short lane is for
-//! requests whose texts fit in one encoder window, and the long lane for the rest. Batches take
-//! from the lanes in that order, and each lane keeps arrival order. Most chat messages are short,
-//! so a critical message that no rule reads waits for the forward pass that is running, not for
-//! every long text queued before it.
+//! A worker takes every queued request off the channel into one of four lanes. A request is
+//! urgent when the rules raise one of its inputs to `critical`, and short when its texts fit in
+//! one encoder window. The lanes are, in the order that batches take from them: urgent short,
+//! urgent long, short, and long. Each lane keeps arrival order. Most chat messages are short, so
+//! a critical message that no rule reads waits for the forward pass that is running, not for
+//! every long text queued before it. An urgent chat message does not wait for long urgent texts
+//! queued before it either.
 //!
 //! A request whose inputs exceed the token budget needs several forward passes. Between two of
-//! them the worker may run one more batch from the urgent and short lanes, taken by
+//! them the worker may run one more batch from the two urgent lanes and the short lane, taken by
 //! [`Intake::next_interleaved`]. That batch takes only requests that need a single pass. A
 //! request that needs several stays at its place in its lane, so requests behind it can overtake
 //! it there. This is the one exception to arrival order within a lane.
@@ -47,14 +48,19 @@ pub(super) trait Admission {
     fn cost(&self, input: &MessageInput) -> TokenCost;
     /// Called once for every request that leaves the intake, in a batch or dropped.
     fn dequeued(&self);
-    /// Called once for every request put in the urgent lane.
+    /// Called once for every request put in an urgent lane.
     fn prioritized(&self);
 }
 
-const URGENT: usize = 0;
-const SHORT: usize = 1;
-const LONG: usize = 2;
-const LANES: [usize; 3] = [URGENT, SHORT, LONG];
+const URGENT_SHORT: usize = 0;
+const URGENT_LONG: usize = 1;
+const SHORT: usize = 2;
+const LONG: usize = 3;
+/// Lanes in the order that [`Intake::next_batch`] takes from them.
+const LANES: [usize; 4] = [URGENT_SHORT, URGENT_LONG, SHORT, LONG];
+/// Lanes in the order that [`Intake::next_interleaved`] takes from them. Long requests that are
+/// not urgent wait for the running request to end.
+const INTERLEAVED_LANES: [usize; 3] = [URGENT_SHORT, URGENT_LONG, SHORT];
 
 /// Most text tokens of a short request's inputs: one encoder window, context aside.
 pub(super) const SHORT_TEXT_TOKENS: usize = 512;
@@ -62,13 +68,14 @@ pub(super) const SHORT_TEXT_TOKENS: usize = 512;
 /// The receiving end of the queue, and the requests taken off it that wait for a batch.
 pub(super) struct Intake {
     receiver: Receiver<Job>,
-    /// The urgent, short and long lanes, each oldest first.
-    lanes: [VecDeque<Costed>; 3],
+    /// The lanes indexed by [`URGENT_SHORT`], [`URGENT_LONG`], [`SHORT`] and [`LONG`], each
+    /// oldest first.
+    lanes: [VecDeque<Costed>; 4],
 }
 
 impl Intake {
     pub fn new(receiver: Receiver<Job>) -> Self {
-        Intake { receiver, lanes: [VecDeque::new(), VecDeque::new(), VecDeque::new()] }
+        Intake { receiver, lanes: Default::default() }
     }
 
     /// Returns the next batch, or `None` once the queue is closed and empty.
@@ -108,8 +115,8 @@ impl Intake {
     /// Returns a batch of waiting requests to run between two forward passes of a larger batch,
     /// or `None` when no such request waits. Never blocks and never waits for more requests.
     ///
-    /// It takes from the urgent lane, then from the short lane, in arrival order and under the
-    /// same token budget as [`Intake::next_batch`]. It skips a
+    /// It takes from the urgent short, urgent long and short lanes, in that order and in arrival
+    /// order within each, under the same token budget as [`Intake::next_batch`]. It skips a
     /// request that needs more than one forward pass and leaves it in place, so the batch is
     /// always a single pass. It drops the requests whose caller stopped waiting, wherever they
     /// are in these lanes.
@@ -121,7 +128,7 @@ impl Intake {
         self.take_queued(admission);
         let mut batch = Vec::new();
         let mut tokens = 0;
-        for lane in [URGENT, SHORT] {
+        for lane in INTERLEAVED_LANES {
             let mut index = 0;
             while index < self.lanes[lane].len() {
                 let candidate = &self.lanes[lane][index];
@@ -177,7 +184,7 @@ impl Intake {
         // still counts it off the queue.
         let guard = DequeueOnDrop(admission);
         // Every input costs at least one token, so that a batch always has a bounded size.
-        let costs = job
+        let costs: Vec<TokenCost> = job
             .inputs
             .iter()
             .map(|input| {
@@ -189,14 +196,14 @@ impl Intake {
         if job.urgent {
             admission.prioritized();
         }
-        let costed = Costed { job, costs };
-        let lane = if costed.job.urgent {
-            URGENT
-        } else if costed.costs.iter().all(|cost| cost.text <= SHORT_TEXT_TOKENS) {
-            SHORT
-        } else {
-            LONG
+        let short = costs.iter().all(|cost| cost.text <= SHORT_TEXT_TOKENS);
+        let lane = match (job.urgent, short) {
+            (true, true) => URGENT_SHORT,
+            (true, false) => URGENT_LONG,
+            (false, true) => SHORT,
+            (false, false) => LONG,
         };
+        let costed = Costed { job, costs };
         self.lanes[lane].push_back(costed);
     }
 
@@ -439,6 +446,53 @@ mod tests {
         assert!(!is_urgent(&second[1]));
         assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3]);
         assert_eq!(admission.prioritized.get(), 2);
+    }
+
+    #[test]
+    fn urgent_short_requests_go_before_urgent_long() {
+        let long = SHORT_TEXT_TOKENS + 100;
+        let (sender, receiver) = sync_channel(16);
+        let mut answers = Vec::new();
+        for (job, answer) in [urgent_job(long), urgent_job(long + 1), job(2), urgent_job(3), urgent_job(4)] {
+            sender.send(job).unwrap();
+            answers.push(answer);
+        }
+        let mut intake = Intake::new(receiver);
+        let admission = Words::default();
+        // Neither long request fits beside another request under this budget.
+        let config = config(600, Duration::ZERO);
+
+        let first = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&first), [3, 4], "the urgent short requests in arrival order");
+        assert!(first.iter().all(is_urgent));
+        let second = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&second), [long], "the older urgent long request");
+        assert!(is_urgent(&second[0]));
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [long + 1]);
+        let last = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&last), [2], "the short request that is not urgent comes after both urgent lanes");
+        assert!(!is_urgent(&last[0]));
+        assert_eq!(admission.prioritized.get(), 4);
+        assert_eq!(admission.dequeued.get(), 5);
+    }
+
+    #[test]
+    fn interleaved_batch_takes_urgent_short_first() {
+        let long = SHORT_TEXT_TOKENS + 1;
+        let (sender, receiver) = sync_channel(16);
+        let mut answers = Vec::new();
+        for (job, answer) in [urgent_job(long), job(2), urgent_job(3)] {
+            sender.send(job).unwrap();
+            answers.push(answer);
+        }
+        let mut intake = Intake::new(receiver);
+        let admission = Words::default();
+
+        let batch = intake.next_interleaved(&config(1000, Duration::ZERO), &admission).unwrap();
+        assert_eq!(sizes(&batch), [3, long, 2], "urgent short, then urgent long, then short");
+        assert!(is_urgent(&batch[0]));
+        assert!(is_urgent(&batch[1]));
+        assert!(!is_urgent(&batch[2]));
     }
 
     /// Returns a queue with, in arrival order: an urgent request of 14 tokens in two inputs,

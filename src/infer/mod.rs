@@ -9,9 +9,9 @@
 //!   are refused only at twice that number, so a queue full of other requests does not turn
 //!   them away. Requests that a worker has taken off the channel but not yet batched still
 //!   count as waiting.
-//! - Workers take urgent requests first, then requests whose texts fit in one encoder window,
-//!   then the rest. Each of the three groups keeps arrival order. This changes only the order
-//!   of work, never a result.
+//! - Workers take requests in four groups: urgent requests whose texts fit in one encoder
+//!   window, other urgent requests, other requests whose texts fit in one window, then the
+//!   rest. Each group keeps arrival order. This changes only the order of work, never a result.
 //! - Between two forward passes of a request that needs several, a worker runs at most one batch
 //!   of waiting urgent requests, then short ones, whether or not the running request is urgent.
 //!   That batch is a single pass and takes only requests that fit in one, so these may

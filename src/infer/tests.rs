@@ -315,6 +315,35 @@ async fn urgent_batch_lets_short_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_short_before_urgent_long() {
+    let mut harness = Harness::new(600);
+    // Urgent texts of 600 tokens: each is above one 512-token window and fills a pass alone.
+    let critical_long = |prefix: &str| vec![format!("{CRITICAL_WORD} {}", texts(prefix, 1, 599)[0])];
+    let running_texts = critical_long("encours");
+    let long_texts = [critical_long("long0-"), critical_long("long1-")];
+    let urgent_short_texts = [vec![format!("{CRITICAL_WORD} aide0")], vec![format!("{CRITICAL_WORD} aide1")]];
+    let short_texts = vec!["une question courte".to_string()];
+    let queued = [&long_texts[0][..], &long_texts[1], &short_texts, &urgent_short_texts[0], &urgent_short_texts[1]];
+    let (running, [first_long, second_long, short, first_urgent, second_urgent]) =
+        harness.queue_behind_first_pass(&running_texts, 1, queued).await;
+    harness.finish_call();
+    assert_eq!(labels(&reply(running).await.unwrap()), running_texts);
+
+    let together = urgent_short_texts.concat();
+    harness.run_call(&together, "both urgent short requests, in arrival order").await;
+    assert_eq!(labels(&reply(first_urgent).await.unwrap()), urgent_short_texts[0]);
+    assert_eq!(labels(&reply(second_urgent).await.unwrap()), urgent_short_texts[1]);
+    harness.run_call(&long_texts[0], "the older urgent long request").await;
+    harness.run_call(&long_texts[1], "the newer urgent long request").await;
+    harness.run_call(&short_texts, "the short request that is not urgent, after every urgent one").await;
+
+    assert_eq!(labels(&reply(first_long).await.unwrap()), long_texts[0]);
+    assert_eq!(labels(&reply(second_long).await.unwrap()), long_texts[1]);
+    assert_eq!(labels(&reply(short).await.unwrap()), short_texts);
+    assert_eq!(harness.engine.queue_depth(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_interleaved_batch_per_pass() {
     let mut harness = Harness::new(10);
     // One input of 10 tokens per pass, three passes.
