@@ -165,6 +165,34 @@ async fn limits_return_413() {
 }
 
 #[tokio::test]
+async fn character_limit_comes_before_token_limit() {
+    let app = app();
+    let max_chars = Limits::default().max_chars.unwrap();
+    // inputs[0] is under the character limit but above the token limit. inputs[1] and inputs[3]
+    // are above the character limit.
+    let batch = json!({"inputs": [
+        {"text": "é".repeat(3000)},
+        {"text": "a".repeat(max_chars + 1)},
+        {"text": "il me menace"},
+        {"text": "b".repeat(max_chars + 2)},
+    ]});
+    let answer = post_json(&app, "/v1/classify/batch", &batch).await;
+    let message = answer.error_message();
+    let first = format!("field `inputs[1].text` has {} characters", max_chars + 1);
+    expect_error(answer, 413, "text_too_long", &first).await;
+    let second = format!("and so does `inputs[3].text` ({} characters)", max_chars + 2);
+    assert!(message.contains(&second), "{message}");
+    assert!(!message.contains("inputs[0]"), "{message}");
+    assert!(!message.contains("token"), "{message}");
+
+    // Once the texts over the character limit are fixed, the retry names the one over the
+    // token limit.
+    let batch = json!({"inputs": [{"text": "é".repeat(3000)}, {"text": "il me menace"}]});
+    let answer = post_json(&app, "/v1/classify/batch", &batch).await;
+    expect_error(answer, 413, "too_many_tokens", "field `inputs[0].text` has").await;
+}
+
+#[tokio::test]
 async fn long_text_windowed_when_configured() {
     let limits = Limits { max_chars: None, ..Limits::default() };
     let batching = BatchConfig { max_text_tokens: None, ..BatchConfig::default() };

@@ -72,11 +72,10 @@ pub enum ApiError {
     )]
     BodyTooLarge { limit: usize },
 
-    #[error(
-        "field `{field}` has {chars} characters, above the limit of {limit}: shorten it, or split the text \
-         into several messages"
-    )]
-    TextTooLong { field: String, chars: usize, limit: usize },
+    /// Texts above the character limit: `field` and `chars` name the first, `others` every other
+    /// one with its characters, in request order.
+    #[error("{}", over_limit_message("characters", field, *chars, *limit, others))]
+    TextTooLong { field: String, chars: usize, limit: usize, others: Vec<(String, usize)> },
 
     #[error(
         "field `inputs` has {count} entries, above the limit of {limit}: split the batch into several \
@@ -229,6 +228,14 @@ impl ApiError {
         }
     }
 
+    /// Builds the error for texts above the character limit, given as field names with their
+    /// characters in request order, or returns `None` when there is none.
+    pub fn text_too_long(texts: Vec<(String, usize)>, limit: usize) -> Option<Self> {
+        let mut texts = texts.into_iter();
+        let (field, chars) = texts.next()?;
+        Some(ApiError::TextTooLong { field, chars, limit, others: texts.collect() })
+    }
+
     /// Builds the error for the texts of [`InferError::TooLong`]. `field` returns the field name
     /// of an input's text from its index.
     pub fn too_many_tokens(inputs: Vec<TooLongInput>, limit: usize, field: impl Fn(usize) -> String) -> Self {
@@ -272,22 +279,27 @@ fn invalid_request_id_message(location: request_id::Location) -> String {
     )
 }
 
-/// Writes the message of [`ApiError::TooManyTokens`], which names every text above the limit so
-/// that a client can fix them all before it retries.
+/// Writes the message of [`ApiError::TooManyTokens`].
 fn too_many_tokens_message(field: &str, tokens: usize, limit: usize, others: &[(String, usize)]) -> String {
-    let first = format!("field `{field}` has {tokens} tokens, above the limit of {limit}");
-    let hint = "Emoji and repeated accented letters can take one token each";
+    let message = over_limit_message("tokens", field, tokens, limit, others);
+    format!("{message}. Emoji and repeated accented letters can take one token each")
+}
+
+/// Writes the message of an error that names every text above a limit, so that a client can
+/// fix them all before it retries. `unit` is the plural name of the counted unit.
+fn over_limit_message(unit: &str, field: &str, count: usize, limit: usize, others: &[(String, usize)]) -> String {
+    let first = format!("field `{field}` has {count} {unit}, above the limit of {limit}");
     if others.is_empty() {
-        return format!("{first}: shorten it or split it into several messages. {hint}");
+        return format!("{first}: shorten it or split it into several messages");
     }
-    let listed: Vec<String> = others.iter().map(|(name, count)| format!("`{name}` ({count} tokens)")).collect();
+    let listed: Vec<String> = others.iter().map(|(name, count)| format!("`{name}` ({count} {unit})")).collect();
     let listed = match listed.split_last() {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
         None => String::new(),
     };
     let verb = if others.len() == 1 { "does" } else { "do" };
-    format!("{first}, and so {verb} {listed}: shorten each of them or split them into several messages. {hint}")
+    format!("{first}, and so {verb} {listed}: shorten each of them or split them into several messages")
 }
 
 impl IntoResponse for ApiError {
@@ -332,7 +344,7 @@ mod tests {
             ApiError::UnsupportedMediaType,
             ApiError::UnsupportedContentEncoding,
             ApiError::BodyTooLarge { limit: 10 },
-            ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10 },
+            ApiError::TextTooLong { field: "text".into(), chars: 11, limit: 10, others: Vec::new() },
             ApiError::BatchTooLarge { count: 3, limit: 2 },
             ApiError::ContextTooLong { field: "context".into(), count: 3, limit: 2 },
             ApiError::TooManyTokens { field: "text".into(), tokens: 11, limit: 10, others: Vec::new() },
@@ -376,6 +388,21 @@ mod tests {
         assert!(four_texts.contains("`inputs[1].text` (2001 tokens), `inputs[2].text` (2002 tokens) and `inputs[3].text`"), "{four_texts}");
 
         assert_eq!(too_long(&[]).code(), "internal", "an empty list is a bug, not a client error");
+    }
+
+    #[test]
+    fn text_too_long_names_every_text() {
+        assert_eq!(ApiError::text_too_long(Vec::new(), 10), None);
+
+        let single = ApiError::text_too_long(vec![("text".into(), 11)], 10).unwrap().to_string();
+        assert_eq!(single, "field `text` has 11 characters, above the limit of 10: shorten it or split it into several messages");
+
+        let pair = ApiError::text_too_long(vec![("text".into(), 11), ("context[2]".into(), 12)], 10).unwrap();
+        assert_eq!(pair.code(), "text_too_long");
+        let pair = pair.to_string();
+        assert!(pair.starts_with("field `text` has 11 characters, above the limit of 10,"), "{pair}");
+        assert!(pair.ends_with("and so does `context[2]` (12 characters): shorten each of them or split them into several messages"), "{pair}");
+        assert!(!pair.contains("token"), "{pair}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn classify_errors() -> Value {
     json!({
         "400": error("`invalid_json`, `duplicate_key`, `invalid_utf8`, `unreadable_body` or `invalid_request_id` (the x-request-id header or the body's `request_id`)."),
         "401": error("`unauthorized`: the API key is set and the request lacks it."),
-        "413": error("`body_too_large`, `text_too_long`, `too_many_tokens`, `context_too_long` or `batch_too_large`. The message of `too_many_tokens` names every text above the token limit."),
+        "413": error("`body_too_large`, `text_too_long`, `too_many_tokens`, `context_too_long` or `batch_too_large`. The messages of `text_too_long` and `too_many_tokens` name every text above the limit. The character limit is checked first: a request with texts above both limits gets `text_too_long`, and `too_many_tokens` only once those texts are fixed."),
         "415": {
             "description": "`unsupported_media_type`: a Content-Type other than JSON. `unsupported_content_encoding`: a Content-Encoding other than `identity`, such as `gzip`: send the body uncompressed.",
             "content": { "application/json": { "schema": schema("Error") } },

@@ -4,9 +4,11 @@
 //! deserialised with serde's derive, so that every error names the field and its fix without
 //! quoting the client's values (serde's messages repeat them, and they may be message text).
 //!
-//! Checks, in order: Content-Type and Content-Encoding (415), size (413), UTF-8 (400), JSON
-//! syntax (400), shape and field types (422), counts and lengths (413), and text empty after
-//! normalisation (422).
+//! Checks, in order: Content-Type and Content-Encoding (415), size (413), UTF-8 (400) and JSON
+//! syntax (400). Then the fields, in body order: shape and field types (422), entry counts (413)
+//! and text empty after normalisation (422), where the first problem found is the error. Texts
+//! above the character limit (413) come last, all named in one error, so that a client can fix
+//! them all before it retries.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -64,7 +66,9 @@ impl ClassifyRequest {
         let mut body = body_object(value, "{\"text\": \"...\"}")?;
         reject_unknown(&body, CLASSIFY_FIELDS, "")?;
         let request_id = take_request_id(&mut body)?;
-        let input = message_input(body, "", limits)?;
+        let mut lengths = LengthCheck::new(limits);
+        let input = message_input(body, "", limits, &mut lengths)?;
+        lengths.finish()?;
         Ok(ClassifyRequest { input, request_id })
     }
 }
@@ -90,6 +94,7 @@ impl BatchRequest {
         if items.len() > limits.max_batch_inputs {
             return Err(ApiError::BatchTooLarge { count: items.len(), limit: limits.max_batch_inputs });
         }
+        let mut lengths = LengthCheck::new(limits);
         let inputs = items
             .into_iter()
             .enumerate()
@@ -101,9 +106,10 @@ impl BatchRequest {
                     other => return Err(wrong_type(&field, &other, "an object such as {\"text\": \"...\"}")),
                 };
                 reject_unknown(&item, INPUT_FIELDS, &prefix)?;
-                message_input(item, &prefix, limits)
+                message_input(item, &prefix, limits, &mut lengths)
             })
             .collect::<Result<_, _>>()?;
+        lengths.finish()?;
         Ok(BatchRequest { inputs, request_id })
     }
 }
@@ -301,8 +307,14 @@ fn take_request_id(body: &mut Map<String, Value>) -> Result<Option<String>, ApiE
     }
 }
 
-/// Reads `text` and `context` from an object whose other fields were already checked.
-fn message_input(mut map: Map<String, Value>, prefix: &str, limits: &Limits) -> Result<MessageInput, ApiError> {
+/// Reads `text` and `context` from an object whose other fields were already checked, and
+/// records their lengths in `lengths`.
+fn message_input(
+    mut map: Map<String, Value>,
+    prefix: &str,
+    limits: &Limits,
+    lengths: &mut LengthCheck,
+) -> Result<MessageInput, ApiError> {
     let text_field = format!("{prefix}text");
     let text = match map.remove("text") {
         None => {
@@ -314,7 +326,11 @@ fn message_input(mut map: Map<String, Value>, prefix: &str, limits: &Limits) -> 
         Some(Value::String(text)) => text,
         Some(other) => return Err(wrong_type(&text_field, &other, "a string holding the message")),
     };
-    check_text(&text, &text_field, limits)?;
+    let normalized = normalize(&text);
+    if normalized.is_empty() {
+        return Err(ApiError::EmptyText { field: text_field });
+    }
+    lengths.check(&normalized, &text_field);
 
     let context_field = format!("{prefix}context");
     let context = match map.remove("context") {
@@ -338,7 +354,7 @@ fn message_input(mut map: Map<String, Value>, prefix: &str, limits: &Limits) -> 
             let field = format!("{context_field}[{i}]");
             match item {
                 Value::String(message) => {
-                    check_length(&normalize(&message), &field, limits)?;
+                    lengths.check(&normalize(&message), &field);
                     Ok(message)
                 }
                 other => Err(wrong_type(&field, &other, "a string holding an earlier message")),
@@ -348,22 +364,37 @@ fn message_input(mut map: Map<String, Value>, prefix: &str, limits: &Limits) -> 
     Ok(MessageInput { text, context })
 }
 
-/// A text must keep visible characters after normalisation and stay under the length limit.
-fn check_text(text: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
-    let normalized = normalize(text);
-    if normalized.is_empty() {
-        return Err(ApiError::EmptyText { field: field.to_string() });
-    }
-    check_length(&normalized, field, limits)
+/// The texts of one request above the character limit, collected over the whole body so that
+/// one error names them all.
+struct LengthCheck {
+    limit: Option<usize>,
+    /// Field names and character counts, in request order.
+    over: Vec<(String, usize)>,
 }
 
-fn check_length(normalized: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
-    let Some(limit) = limits.max_chars else { return Ok(()) };
-    let chars = normalized.chars().count();
-    if chars > limit {
-        return Err(ApiError::TextTooLong { field: field.to_string(), chars, limit });
+impl LengthCheck {
+    fn new(limits: &Limits) -> Self {
+        LengthCheck { limit: limits.max_chars, over: Vec::new() }
     }
-    Ok(())
+
+    /// Records the field when its normalised text is above the limit.
+    fn check(&mut self, normalized: &str, field: &str) {
+        let Some(limit) = self.limit else { return };
+        let chars = normalized.chars().count();
+        if chars > limit {
+            self.over.push((field.to_string(), chars));
+        }
+    }
+
+    /// Fails with [`ApiError::TextTooLong`], which names every text recorded above the limit,
+    /// when there is one.
+    fn finish(self) -> Result<(), ApiError> {
+        let Some(limit) = self.limit else { return Ok(()) };
+        match ApiError::text_too_long(self.over, limit) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
 }
 
 fn wrong_type(field: &str, value: &Value, expected: &str) -> ApiError {
@@ -465,6 +496,44 @@ mod tests {
         assert_eq!(BatchRequest::from_json(inputs, &limits).unwrap_err().code(), "batch_too_large");
         let windowed = Limits { max_chars: None, ..limits };
         assert!(ClassifyRequest::from_json(json!({"text": "abcdef"}), &windowed).is_ok());
+    }
+
+    #[test]
+    fn text_too_long_names_every_text() {
+        let limits = Limits { max_chars: Some(5), ..Limits::default() };
+        let single = json!({"text": "abcdefg", "context": ["ok", "abcdef"]});
+        let error = ClassifyRequest::from_json(single, &limits).unwrap_err();
+        let expected = ApiError::TextTooLong {
+            field: "text".into(),
+            chars: 7,
+            limit: 5,
+            others: vec![("context[1]".into(), 6)],
+        };
+        assert_eq!(error, expected);
+
+        let inputs = json!({"inputs": [
+            {"text": "court"},
+            {"text": "abcdef", "context": ["abcdefgh"]},
+            {"text": "ok", "context": ["abcdefghi"]},
+        ]});
+        let error = BatchRequest::from_json(inputs, &limits).unwrap_err();
+        let ApiError::TextTooLong { field, chars, others, .. } = &error else { panic!("not text_too_long: {error:?}") };
+        assert_eq!((field.as_str(), *chars), ("inputs[1].text", 6));
+        let others: Vec<(&str, usize)> = others.iter().map(|(name, count)| (name.as_str(), *count)).collect();
+        assert_eq!(others, [("inputs[1].context[0]", 8), ("inputs[2].context[0]", 9)]);
+        let message = error.to_string();
+        assert!(message.starts_with("field `inputs[1].text` has 6 characters, above the limit of 5, and so do "), "{message}");
+        assert!(message.contains("`inputs[1].context[0]` (8 characters) and `inputs[2].context[0]` (9 characters)"), "{message}");
+    }
+
+    #[test]
+    fn field_errors_come_before_text_too_long() {
+        let limits = Limits { max_chars: Some(5), ..Limits::default() };
+        // The text over the limit comes first in the body, but the 422 of a later input wins.
+        let inputs = json!({"inputs": [{"text": "abcdefg"}, {"text": 3}]});
+        assert_eq!(field_of(BatchRequest::from_json(inputs, &limits).unwrap_err()), "inputs[1].text");
+        let inputs = json!({"inputs": [{"text": "abcdefg"}, {"text": " "}]});
+        assert_eq!(BatchRequest::from_json(inputs, &limits).unwrap_err().code(), "empty_text");
     }
 
     #[test]
