@@ -191,8 +191,8 @@ impl Classify for ScriptedClassifier {
         Ok(inputs.iter().map(|i| classification(self.answers.get(&key(&i.text)).unwrap_or(&UNKNOWN))).collect())
     }
 
-    fn token_cost(&self, input: &MessageInput) -> TokenCost {
-        TokenCost { text: input.text.len(), total: input.text.len() }
+    fn token_cost(&self, input: &MessageInput) -> Result<TokenCost, ClassifyError> {
+        Ok(TokenCost { text: input.text.len(), total: input.text.len() })
     }
 
     fn model_info(&self) -> ModelInfo {

@@ -182,6 +182,26 @@ async fn internal_error_detail_only_in_log() {
 }
 
 #[tokio::test]
+async fn failed_token_count_is_500() {
+    let logs = logs();
+    let fake = Fake::new();
+    let (app, _state) = app_with(config(4), fake.clone());
+    // The default configuration has a token limit, which a failed count must not trip.
+    assert!(BatchConfig::default().max_text_tokens.is_some());
+    let batch = json!({"inputs": [{"text": "bonjour"}, {"text": UNCOUNTABLE_TEXT}]});
+    for answer in [classify(&app, UNCOUNTABLE_TEXT).await, post_json(&app, "/v1/classify/batch", &batch).await] {
+        assert_eq!(answer.status, 500, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(answer.error_code(), "internal");
+        assert!(!answer.error_message().contains(&usize::MAX.to_string()), "{}", answer.error_message());
+        let id = answer.header("x-request-id").unwrap().to_string();
+        let log = logs.text();
+        let line = log.lines().find(|line| line.contains(&id)).expect("an access-log line for the request");
+        assert!(line.contains(INTERNAL_DETAIL), "{line}");
+    }
+    assert!(fake.calls().is_empty(), "no classify call ran: {:?}", fake.calls());
+}
+
+#[tokio::test]
 async fn unloaded_model_is_not_ready() {
     let state = AppState::new(config(4));
     let app = http::router(state);

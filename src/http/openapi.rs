@@ -54,7 +54,7 @@ fn classify_errors() -> Value {
             }
         },
         "422": error("`invalid_field` (missing, unknown or mistyped field), `empty_text` or `invalid_input`."),
-        "500": error("`internal`: the detail is in the server log under the request id."),
+        "500": error("`internal`, such as a panic or a tokenizer failure: the detail is in the server log under the request id."),
         "503": with_retry_after(
             error("`overloaded` (the queue is full) or `not_ready` (the model is loading or a worker restarts)."),
         ),

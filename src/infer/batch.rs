@@ -44,8 +44,8 @@ impl Costed {
 
 /// The worker's side of taking requests in: token costs, urgency, and counts for metrics.
 pub(super) trait Admission {
-    /// Counts the encoder tokens of the input.
-    fn cost(&self, input: &MessageInput) -> TokenCost;
+    /// Counts the encoder tokens of the input. An error fails its request.
+    fn cost(&self, input: &MessageInput) -> Result<TokenCost, InferError>;
     /// Called once for every request that leaves the intake, in a batch or dropped.
     fn dequeued(&self);
     /// Called once for every request put in an urgent lane.
@@ -174,7 +174,8 @@ impl Intake {
         }
     }
 
-    /// Puts a request in its lane, or drops it when its caller has stopped waiting.
+    /// Puts a request in its lane. Drops it when its caller has stopped waiting, and fails it
+    /// when a token count fails.
     fn take_in(&mut self, job: Job, admission: &dyn Admission) {
         if !is_live(&job) {
             drop_job(job, admission);
@@ -184,15 +185,21 @@ impl Intake {
         // still counts it off the queue.
         let guard = DequeueOnDrop(admission);
         // Every input costs at least one token, so that a batch always has a bounded size.
-        let costs: Vec<TokenCost> = job
+        let costs: Result<Vec<TokenCost>, InferError> = job
             .inputs
             .iter()
-            .map(|input| {
-                let cost = admission.cost(input);
-                TokenCost { total: cost.total.max(1), ..cost }
-            })
+            .map(|input| admission.cost(input).map(|cost| TokenCost { total: cost.total.max(1), ..cost }))
             .collect();
         std::mem::forget(guard);
+        let costs = match costs {
+            Ok(costs) => costs,
+            Err(error) => {
+                // Counted off the queue before the reply, so that the caller never sees it queued.
+                admission.dequeued();
+                let _ = job.reply.send(Err(error));
+                return;
+            }
+        };
         if job.urgent {
             admission.prioritized();
         }
@@ -293,9 +300,9 @@ mod tests {
     }
 
     impl Admission for Words {
-        fn cost(&self, input: &MessageInput) -> TokenCost {
+        fn cost(&self, input: &MessageInput) -> Result<TokenCost, InferError> {
             let words = input.text.split(' ').count();
-            TokenCost { text: words, total: words }
+            Ok(TokenCost { text: words, total: words })
         }
 
         fn dequeued(&self) {

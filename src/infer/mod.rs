@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::triage::classification::Classification;
-use crate::triage::classifier::{Classify, MessageInput};
+use crate::triage::classifier::{Classify, ClassifyError, MessageInput};
 use crate::triage::taxonomy::Urgency;
 
 use batch::Intake;
@@ -101,6 +101,15 @@ pub enum InferError {
     /// The model failed or its worker died; the message is for the log only.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<ClassifyError> for InferError {
+    fn from(error: ClassifyError) -> Self {
+        match error {
+            ClassifyError::InvalidInput(message) => InferError::InvalidInput(message),
+            ClassifyError::Internal(error) => InferError::Internal(format!("{error:#}")),
+        }
+    }
 }
 
 /// An input whose text is above the token limit.

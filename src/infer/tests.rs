@@ -26,6 +26,8 @@ const CRITICAL_WORD: &str = "critique";
 const PANIC_WORD: &str = "panique";
 /// Word that makes the double reject the call's inputs.
 const INVALID_WORD: &str = "invalide";
+/// Word that makes the double's token count fail.
+const UNCOUNTABLE_WORD: &str = "incomptable";
 
 /// A classifier double. Each call other than the warm-up sends its texts on `started`, then
 /// waits for one permit. Each word costs one token. A result carries its input's text in
@@ -57,9 +59,12 @@ impl Classify for Stepped {
         Ok(inputs.iter().map(labelled).collect())
     }
 
-    fn token_cost(&self, input: &MessageInput) -> TokenCost {
+    fn token_cost(&self, input: &MessageInput) -> Result<TokenCost, ClassifyError> {
+        if input.text.split(' ').any(|word| word == UNCOUNTABLE_WORD) {
+            return Err(ClassifyError::Internal(anyhow::anyhow!("the double fails to count the tokens")));
+        }
         let words = input.text.split(' ').count();
-        TokenCost { text: words, total: words }
+        Ok(TokenCost { text: words, total: words })
     }
 
     fn rule_urgency(&self, input: &MessageInput) -> Option<Urgency> {
@@ -140,16 +145,19 @@ impl Harness {
     }
 
     fn with_workers(max_batch_tokens: usize, workers: usize) -> Harness {
-        let (started_sender, started) = mpsc::unbounded_channel();
-        let (permits, permit_receiver) = std_mpsc::channel();
-        let double = Stepped { started: started_sender, permits: Mutex::new(permit_receiver) };
-        let config = BatchConfig {
+        Harness::with_config(BatchConfig {
             max_batch_tokens,
             max_wait: Duration::ZERO,
             queue_size: 16,
             workers,
             max_text_tokens: None,
-        };
+        })
+    }
+
+    fn with_config(config: BatchConfig) -> Harness {
+        let (started_sender, started) = mpsc::unbounded_channel();
+        let (permits, permit_receiver) = std_mpsc::channel();
+        let double = Stepped { started: started_sender, permits: Mutex::new(permit_receiver) };
         let restarts = Arc::new(Restarts::default());
         let engine = Arc::new(Engine::new(config, restarts.clone()));
         engine.start(Arc::new(double)).expect("the double passes its warm-up");
@@ -449,4 +457,21 @@ async fn idle_worker_does_not_block_passes() {
     harness.run_call(&large_texts[0..2], "the first pass of the large request").await;
     harness.run_call(&large_texts[2..4], "the second pass, with no other request sent").await;
     assert_eq!(labels(&reply(large).await.unwrap()), large_texts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_token_count_is_internal() {
+    // A token limit is set: the failed count must not read as a text above it.
+    let config = BatchConfig { max_batch_tokens: 10, max_wait: Duration::ZERO, queue_size: 16, workers: 1, max_text_tokens: Some(5) };
+    let mut harness = Harness::with_config(config);
+    let failing_texts = vec!["bonjour".to_string(), format!("{UNCOUNTABLE_WORD} texte")];
+    let error = reply(harness.submit(&failing_texts)).await.unwrap_err();
+    assert!(matches!(error, InferError::Internal(_)), "{error:?}");
+    assert_eq!(harness.engine.queue_depth(), 0);
+
+    // The failed request never reached the classifier: the next call runs the next request.
+    let after_texts = vec!["après".to_string()];
+    let after = harness.submit(&after_texts);
+    harness.run_call(&after_texts, "the request sent after the failed one").await;
+    assert_eq!(labels(&reply(after).await.unwrap()), after_texts);
 }

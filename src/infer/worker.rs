@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::triage::classification::Classification;
-use crate::triage::classifier::{Classify, ClassifyError, MessageInput, TokenCost};
+use crate::triage::classifier::{Classify, MessageInput, TokenCost};
 
 use super::batch::{Admission, Costed};
 use super::{Batched, InferError, Shared, TooLongInput};
@@ -92,8 +92,8 @@ struct ClassifierAdmission<'a> {
 }
 
 impl Admission for ClassifierAdmission<'_> {
-    fn cost(&self, input: &MessageInput) -> TokenCost {
-        self.classifier.token_cost(input)
+    fn cost(&self, input: &MessageInput) -> Result<TokenCost, InferError> {
+        Ok(self.classifier.token_cost(input)?)
     }
 
     fn dequeued(&self) {
@@ -264,10 +264,7 @@ fn classify_chunked(
         }
         let tokens = costs[range.clone()].iter().sum();
         let started = Instant::now();
-        let chunk = classifier.classify(&inputs[range.clone()]).map_err(|error| match error {
-            ClassifyError::InvalidInput(message) => InferError::InvalidInput(message),
-            ClassifyError::Internal(error) => InferError::Internal(format!("{error:#}")),
-        })?;
+        let chunk = classifier.classify(&inputs[range.clone()])?;
         shared.observer.batch_done(range.len(), tokens, started.elapsed());
         if chunk.len() != range.len() {
             return Err(InferError::Internal(format!(

@@ -63,8 +63,9 @@ pub trait Classify: Send + Sync + 'static {
     fn classify(&self, inputs: &[MessageInput]) -> Result<Vec<Classification>, ClassifyError>;
 
     /// Counts the encoder tokens of the input, for batching under a token budget and for the
-    /// service's token limit.
-    fn token_cost(&self, input: &MessageInput) -> TokenCost;
+    /// service's token limit. The engine fails a request whose count fails with this error,
+    /// before any encoder work.
+    fn token_cost(&self, input: &MessageInput) -> Result<TokenCost, ClassifyError>;
 
     /// Returns the urgency level that the rule layer alone raises the input to, or `None` when
     /// no rule raises it or the input is invalid. The queue runs inputs raised to `critical`
@@ -309,13 +310,15 @@ impl Classify for Classifier {
     }
 
     // The count reads the normalised text, as the encoder does: characters that normalisation
-    // drops cost nothing. A text that fails to tokenize counts as above any token limit, and as
-    // one full sequence in a batch.
-    fn token_cost(&self, input: &MessageInput) -> TokenCost {
+    // drops cost nothing. A tokenizer failure is an internal error, not a client error. The
+    // failures known here come from the model files, such as a token id outside the pruned
+    // vocabulary.
+    fn token_cost(&self, input: &MessageInput) -> Result<TokenCost, ClassifyError> {
         let max = self.encoder.max_tokens();
-        let counted = self.encoder.count_tokens(&normalize(&input.text)).ok();
+        let normalized = normalize(&input.text);
+        let text = self.encoder.count_tokens(&normalized).context("failed to count the tokens of a text")?;
         let context_tokens = if input.context.is_empty() { 0 } else { max };
-        TokenCost { text: counted.unwrap_or(usize::MAX), total: counted.unwrap_or(max) + context_tokens }
+        Ok(TokenCost { text, total: text + context_tokens })
     }
 
     // The same normalisation and rules as `classify`, without the encoder.

@@ -210,6 +210,7 @@ pub fn fake_model_info() -> ModelInfo {
 pub const PANIC_TEXT: &str = "double: panic please";
 pub const INVALID_TEXT: &str = "double: reject this input";
 pub const INTERNAL_TEXT: &str = "double: fail internally";
+pub const UNCOUNTABLE_TEXT: &str = "double: fail to count the tokens";
 /// A text that the double's rules raise to `critical`, as the real rules raise explicit
 /// suicidal wording, so that the queue runs its request first.
 pub const CRITICAL_TEXT: &str = "double: critical by rule";
@@ -221,6 +222,7 @@ pub const INTERNAL_DETAIL: &str = "simulated model failure 4711";
 /// - `hold()` closes a gate: classify calls block in the worker until `release()`.
 /// - Texts equal to [`PANIC_TEXT`], [`INVALID_TEXT`] or [`INTERNAL_TEXT`] make it panic, reject
 ///   the input, or fail with an internal error.
+/// - [`UNCOUNTABLE_TEXT`] makes its token count fail with an internal error.
 /// - `hold_rewarm()` makes the warm-up of a restarted worker block until `release()`.
 /// - [`CRITICAL_TEXT`] is the one text that its rules raise to `critical`.
 #[derive(Default)]
@@ -322,10 +324,13 @@ impl Classify for Fake {
         Ok(inputs.iter().map(fake_classification).collect())
     }
 
-    fn token_cost(&self, input: &MessageInput) -> TokenCost {
+    fn token_cost(&self, input: &MessageInput) -> Result<TokenCost, ClassifyError> {
+        if input.text == UNCOUNTABLE_TEXT {
+            return Err(ClassifyError::Internal(anyhow::anyhow!(INTERNAL_DETAIL)));
+        }
         let text = input.text.split_whitespace().count() + 2;
         let context = input.context.iter().map(|c| c.split_whitespace().count()).sum::<usize>();
-        TokenCost { text, total: text + context }
+        Ok(TokenCost { text, total: text + context })
     }
 
     fn rule_urgency(&self, input: &MessageInput) -> Option<taxonomy::Urgency> {
