@@ -8,5 +8,6 @@ pub mod data;
 pub mod eval;
 pub mod http;
 pub mod infer;
+pub mod json;
 pub mod model;
 pub mod triage;

@@ -336,6 +336,9 @@ fn cli_jsonl_errors_keep_text_out() {
         (r#"{"context": ["ctxmarker"]}"#, "missing field `text`"),
         (r#"{"text": "kwyjibomarker"#, "invalid JSON at column"),
         (r#"["kwyjibomarker"]"#, "expected a JSON object, found a list"),
+        (r#"{"text": "kwyjibomarker", "text": "bonjour"}"#, "field `text` appears twice (the second ends at column 32)"),
+        (r#"{"text": "bonjour", "kwyjibomarker": 1, "kwyjibomarker": 2}"#, "a key appears twice in one object"),
+        (r#"{"id": {"text": "kwyjibomarker", "text": 2}, "text": "bonjour"}"#, "a key appears twice in one object"),
     ];
     for (line, expected) in cases {
         let output = classify_jsonl(&[], &[r#"{"text": "bonjour"}"#, line]);

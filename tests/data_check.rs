@@ -144,6 +144,20 @@ fn invalid_json_names_line() {
 }
 
 #[test]
+fn repeated_key_is_reported() {
+    let data = Data::new();
+    let valid = example("a-2", "merci");
+    let repeated_field = format!(r#"{{"urgency": "critical", {}"#, &example("a-1", "salut")[1..]);
+    let repeated_other = format!(r#"{{"il me suit partout": 1, "il me suit partout": 2, {}"#, &example("a-3", "bonjour")[1..]);
+    let path = data.train("a.jsonl", &[repeated_field, valid, repeated_other]);
+    let output = data.check_fast();
+    let line = assert_violation(&output, &format!("{}: field `urgency` appears twice", location(&path, 1)));
+    assert!(line.contains("column"), "{line}");
+    assert_violation(&output, &format!("{}: a key appears twice in one object", location(&path, 3)));
+    assert!(!stdout(&output).contains("suit partout"), "a key that is not a field name must not be echoed");
+}
+
+#[test]
 fn blank_line_is_reported() {
     let data = Data::new();
     let path = data.train("a.jsonl", &[example("a-1", "salut"), "  ".to_string(), example("a-2", "merci")]);

@@ -166,3 +166,19 @@ fn eval_rejects_bad_arguments() {
     assert!(stderr.contains("`nope` is not a valid category"), "{stderr}");
     assert!(!stderr.contains("secret words"), "an error must not echo the message text");
 }
+
+#[test]
+fn eval_rejects_repeated_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("repeated.jsonl");
+    let valid = r#"{"id":"a","text":"secret words","categories":["none"],"intent":"other","urgency":"low","speaker":"other"}"#;
+    let repeated = r#"{"id":"b","text":"secret words","text":"other words","categories":["none"],"intent":"other","urgency":"low","speaker":"other"}"#;
+    fs::write(&data, format!("{valid}
+{repeated}
+")).unwrap();
+    let output = cybertriage().args(["eval", "--data", data.to_str().unwrap(), "--out"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr.contains("repeated.jsonl:2: field `text` appears twice"), "{stderr}");
+    assert!(!stderr.contains("words"), "an error must not echo the message text: {stderr}");
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use crate::data::example::{json_syntax_reason, type_name};
+use crate::json::{self, ParseError};
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 use crate::triage::classification::Classification;
 use crate::triage::normalize::normalize;
@@ -64,6 +65,9 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
     }
 }
 
+/// The fields of a `--jsonl` input line.
+const JSONL_FIELDS: [&str; 3] = ["id", "text", "context"];
+
 /// One `--jsonl` input line: the message, and an optional id copied into its result so that
 /// callers can join results back to their records.
 #[derive(Debug)]
@@ -78,15 +82,18 @@ impl JsonlLine {
     /// because the values are message text.
     fn parse(line: &str) -> std::result::Result<Self, String> {
         use serde_json::Value;
-        let value: Value = serde_json::from_str(line).map_err(|error| {
+        let value: Value = json::from_str(line).map_err(|error| match error {
             // A syntax error's message names the position and the expected token, not the text.
-            format!("invalid JSON at column {}: {}", error.column(), json_syntax_reason(&error))
+            ParseError::Syntax(error) => {
+                format!("invalid JSON at column {}: {}", error.column(), json_syntax_reason(&error))
+            }
+            ParseError::DuplicateKey(duplicate) => format!("{}: remove one of them", duplicate.describe(&JSONL_FIELDS)),
         })?;
         let Value::Object(mut object) = value else {
             return Err(format!("expected a JSON object, found {}", type_name(&value)));
         };
         // The unknown key is not quoted: a mistaken line may have message text as a key.
-        if object.keys().any(|key| !["id", "text", "context"].contains(&key.as_str())) {
+        if object.keys().any(|key| !JSONL_FIELDS.contains(&key.as_str())) {
             return Err("unknown field: a line may only have `text`, `context` and `id`".to_string());
         }
         let text = match object.remove("text") {

@@ -1,10 +1,11 @@
 //! Labeled messages, one JSON object per line of a JSONL file.
 //!
 //! A line contains `id`, `text`, `categories` (1 to 3 category ids, `none` only alone), `intent`,
-//! `urgency`, `speaker` and an optional `tags` list, and no other field. Every label must come
-//! from the scheme in [`taxonomy`](crate::triage::taxonomy). [`check_line`] lists every problem of
-//! a line with the field it is in, so that a writer fixes a file in one pass; [`read_examples`]
-//! stops at the first one. A file that passes `data check` therefore reads without error.
+//! `urgency`, `speaker` and an optional `tags` list, and no other field. No key appears twice.
+//! Every label must come from the scheme in [`taxonomy`](crate::triage::taxonomy).
+//! [`check_line`] lists every problem of a line with the field it is in, so that a writer fixes
+//! a file in one pass; [`read_examples`] stops at the first one. A file that passes `data check`
+//! therefore reads without error.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::problem::{Problem, ProblemKind};
+use crate::json::{self, DuplicateKey, ParseError};
 use crate::triage::taxonomy::{index_of, Label, CATEGORIES, INTENTS, NONE_CATEGORY, SPEAKERS, TAGS, URGENCIES};
 
 /// The fields of a line, in the order of the format.
@@ -61,10 +63,15 @@ pub fn check_line(line: &str) -> CheckedLine {
         checked.problems.push(Problem::in_line(ProblemKind::InvalidJson, "blank line: remove it"));
         return checked;
     }
-    let value: Value = match serde_json::from_str(line) {
+    // A line that does not parse gets this one problem, because its fields cannot be read.
+    let value: Value = match json::from_str(line) {
         Ok(value) => value,
-        Err(error) => {
+        Err(ParseError::Syntax(error)) => {
             checked.problems.push(json_problem(&error));
+            return checked;
+        }
+        Err(ParseError::DuplicateKey(duplicate)) => {
+            checked.problems.push(duplicate_key_problem(&duplicate));
             return checked;
         }
     };
@@ -135,6 +142,10 @@ fn json_problem(error: &serde_json::Error) -> Problem {
             json_syntax_reason(error)
         ),
     )
+}
+
+fn duplicate_key_problem(duplicate: &DuplicateKey) -> Problem {
+    Problem::in_line(ProblemKind::Schema, format!("{}: remove one of them", duplicate.describe(&FIELDS)))
 }
 
 /// Returns serde_json's reason for a syntax error in one JSONL line. serde_json ends its message
@@ -351,6 +362,24 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].kind, ProblemKind::InvalidJson);
         assert!(problems[0].message.starts_with("invalid JSON at column 12: "), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn repeated_key_is_one_problem() {
+        let line = VALID.replacen('{', r#"{"urgency":"critical","#, 1);
+        let checked = check_line(&line);
+        assert!(checked.example.is_none());
+        assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+        assert_eq!(checked.problems[0].kind, ProblemKind::Schema);
+        let message = &checked.problems[0].message;
+        assert!(message.starts_with("field `urgency` appears twice (the second ends at column "), "{message}");
+        assert!(message.ends_with(": remove one of them"), "{message}");
+
+        // A repeated key that is not a field name may be message text, so it is not quoted.
+        let line = VALID.replacen('{', r#"{"il me suit partout":1,"il me suit partout":2,"#, 1);
+        let message = &check_line(&line).problems[0].message;
+        assert!(message.starts_with("a key appears twice in one object"), "{message}");
+        assert!(!message.contains("suit"), "{message}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub enum ProblemKind {
     /// The line is not one JSON value, or it is blank.
     InvalidJson,
-    /// A field is missing, unknown, of the wrong type, or empty.
+    /// A field is missing, unknown, repeated, of the wrong type, or empty.
     Schema,
     /// A category, intent, urgency, speaker or tag that is not in the scheme.
     UnknownLabel,

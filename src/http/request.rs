@@ -15,6 +15,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
+use crate::json;
 use crate::triage::classifier::MessageInput;
 use crate::triage::normalize::normalize;
 
@@ -171,17 +172,15 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Parses a body as JSON. Errors give a position, never a quote of the body.
 ///
-/// A key repeated in one object is rejected: `serde_json` would keep the last value, while a
-/// proxy or log in front of the service may read the first, so the text classified could differ
-/// from the text they saw.
+/// A key repeated in one object is rejected, as [`crate::json`] explains.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ApiError::InvalidUtf8)?;
-    match serde_json::from_str::<UniqueKeys>(text) {
-        Ok(UniqueKeys(value)) => Ok(value),
-        Err(error) if error.to_string().starts_with(DUPLICATE_KEY) => {
-            Err(ApiError::DuplicateKey { line: error.line(), column: error.column() })
+    match json::from_str(text) {
+        Ok(value) => Ok(value),
+        Err(json::ParseError::DuplicateKey(duplicate)) => {
+            Err(ApiError::DuplicateKey { line: duplicate.line, column: duplicate.column })
         }
-        Err(error) => Err(ApiError::InvalidJson {
+        Err(json::ParseError::Syntax(error)) => Err(ApiError::InvalidJson {
             line: error.line(),
             column: error.column(),
             too_deep: error.to_string().starts_with(RECURSION_LIMIT),
@@ -189,77 +188,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-const DUPLICATE_KEY: &str = "duplicate key";
-
 /// Start of `serde_json`'s error for a value nested 128 levels deep or more.
 const RECURSION_LIMIT: &str = "recursion limit exceeded";
-
-/// A JSON value whose objects have no repeated key.
-struct UniqueKeys(Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = Value;
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(UniqueKeys(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(serde::de::Error::custom(DUPLICATE_KEY));
-            }
-            let UniqueKeys(value) = access.next_value()?;
-            map.insert(key, value);
-        }
-        Ok(Value::Object(map))
-    }
-}
 
 fn body_object(value: Value, example: &str) -> Result<Map<String, Value>, ApiError> {
     match value {
