@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use cybertriage::model::base::default_models_dir;
 use cybertriage::model::manifest::Manifest;
@@ -257,8 +258,19 @@ fn pooled_layers_must_match_the_heads() {
     assert!(error.to_string().contains("its heads were trained on layers [8, 12]"), "{error:#}");
 }
 
+/// Maximum time for one run of the binary, so that a run that never exits fails its test
+/// instead of hanging it. It is not a speed target: a run takes a few seconds.
+const RUN_BOUND: Duration = Duration::from_secs(300);
+
 /// Runs `classify --jsonl` with the extra arguments, one line of stdin per entry.
 fn classify_jsonl(args: &[&str], lines: &[&str]) -> std::process::Output {
+    let input: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    classify_jsonl_bytes(args, input.as_bytes())
+}
+
+/// Runs `classify --jsonl` with the extra arguments and `input` as the whole of stdin. Kills
+/// the run and fails after [`RUN_BOUND`].
+fn classify_jsonl_bytes(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
         .args(["classify", "--jsonl"])
@@ -268,11 +280,18 @@ fn classify_jsonl(args: &[&str], lines: &[&str]) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdin = child.stdin.as_mut().unwrap();
-    for line in lines {
-        writeln!(stdin, "{line}").unwrap();
+    // Dropping stdin after the write closes it, so the binary reads to its end.
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match receiver.recv_timeout(RUN_BOUND) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("classify --jsonl did not exit within {RUN_BOUND:?}");
+        }
     }
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -305,6 +324,33 @@ fn cli_classify_jsonl_keeps_order() {
         let value = serde_json::to_value(&lines[2]).unwrap();
         assert!(value.get(field).is_some(), "missing contract field {field}");
     }
+}
+
+#[test]
+fn cli_jsonl_skips_leading_bom() {
+    let input = "\u{FEFF}{\"id\": \"a\", \"text\": \"bonjour\"}\r\n{\"id\": \"b\", \"text\": \"merci\"}\r\n";
+    let output = classify_jsonl_bytes(&[], input.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let ids: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].clone()).collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    // A byte-order mark after the start of the input is not skipped.
+    let output = classify_jsonl_bytes(&[], "{\"text\": \"bonjour\"}\n\u{FEFF}{\"text\": \"merci\"}\n".as_bytes());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stdin line 2: invalid JSON at column 1"), "{stderr}");
+}
+
+#[test]
+fn cli_jsonl_invalid_utf8_names_line() {
+    let input = b"{\"text\": \"bonjour\"}\n{\"text\": \"kwyjibomarker \xe9t\xe9\"}\n{\"text\": \"merci\"}\n";
+    let output = classify_jsonl_bytes(&[], input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stdin line 2: invalid UTF-8 at byte 25 of the line"), "{stderr}");
+    assert!(!stderr.contains("kwyjibomarker"), "the message reached the error: {stderr}");
+    assert!(output.stdout.is_empty(), "no result is written before the whole input is read");
 }
 
 #[test]

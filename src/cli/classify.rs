@@ -20,7 +20,8 @@ pub struct Args {
     pub context: Vec<String>,
 
     /// Read `{"text", "context"?, "id"?}` lines on stdin and write one compact JSON result per
-    /// line, in order. An `id` is copied into its result.
+    /// line, in order. An `id` is copied into its result. Stdin must be UTF-8, and a UTF-8
+    /// byte-order mark at its start is skipped.
     #[arg(long)]
     pub jsonl: bool,
 
@@ -118,6 +119,57 @@ impl JsonlLine {
     }
 }
 
+/// Reads every `--jsonl` input line and returns the ids and the inputs, in line order. Blank
+/// lines are skipped. The first invalid line stops the reading with an error that names it.
+fn read_jsonl(mut reader: impl BufRead) -> Result<(Vec<Option<serde_json::Value>>, Vec<MessageInput>)> {
+    let mut ids = Vec::new();
+    let mut inputs = Vec::new();
+    let mut bytes = Vec::new();
+    for number in 1.. {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes).context("failed to read stdin")? == 0 {
+            break;
+        }
+        let line = decode_line(&bytes, number)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = JsonlLine::parse(line).map_err(|reason| {
+            anyhow::anyhow!("stdin line {number}: {reason}. Each line must be a JSON object {{\"text\", \"context\"?, \"id\"?}}")
+        })?;
+        if normalize(&parsed.text).is_empty() {
+            bail!(
+                "stdin line {number}: invalid input: `text` is empty or only whitespace and invisible characters; give \
+                 the message or remove the line"
+            );
+        }
+        ids.push(parsed.id);
+        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
+    }
+    Ok((ids, inputs))
+}
+
+/// Decodes stdin line `number` (counted from 1) without its line ending, `\n` or `\r\n`.
+///
+/// A UTF-8 byte-order mark at the start of line 1 is dropped, because some editors save UTF-8
+/// files with one. The error for invalid UTF-8 gives the byte position, never the bytes.
+fn decode_line(bytes: &[u8], number: usize) -> Result<&str> {
+    let bytes = match bytes.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None => bytes,
+    };
+    let line = std::str::from_utf8(bytes).map_err(|error| {
+        anyhow::anyhow!(
+            "stdin line {number}: invalid UTF-8 at byte {} of the line: encode the input as UTF-8",
+            error.valid_up_to() + 1
+        )
+    })?;
+    if number == 1 {
+        return Ok(line.strip_prefix('\u{FEFF}').unwrap_or(line));
+    }
+    Ok(line)
+}
+
 /// One `--jsonl` output line: the input's id, when given, then the classification's fields in
 /// the order and number format of the HTTP response.
 #[derive(serde::Serialize)]
@@ -129,26 +181,7 @@ struct JsonlResult<'a> {
 }
 
 fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode> {
-    let mut ids = Vec::new();
-    let mut inputs = Vec::new();
-    for (number, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.context("failed to read stdin")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = JsonlLine::parse(&line).map_err(|reason| {
-            anyhow::anyhow!("stdin line {}: {reason}. Each line must be a JSON object {{\"text\", \"context\"?, \"id\"?}}", number + 1)
-        })?;
-        if normalize(&parsed.text).is_empty() {
-            bail!(
-                "stdin line {}: invalid input: `text` is empty or only whitespace and invisible characters; give \
-                 the message or remove the line",
-                number + 1
-            );
-        }
-        ids.push(parsed.id);
-        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
-    }
+    let (ids, inputs) = read_jsonl(std::io::stdin().lock())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (chunk, chunk_ids) in inputs.chunks(batch_size).zip(ids.chunks(batch_size)) {
@@ -158,4 +191,46 @@ fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &[u8]) -> Result<(Vec<Option<serde_json::Value>>, Vec<MessageInput>)> {
+        read_jsonl(input)
+    }
+
+    fn texts(input: &[u8]) -> Vec<String> {
+        read(input).unwrap().1.into_iter().map(|input| input.text).collect()
+    }
+
+    #[test]
+    fn line_endings_and_blank_lines() {
+        let input = b"{\"text\": \"bonjour\"}\r\n\r\n{\"id\": 2, \"text\": \"merci\"}\n{\"text\": \"salut\"}";
+        assert_eq!(texts(input), ["bonjour", "merci", "salut"]);
+        let (ids, _) = read(input).unwrap();
+        assert_eq!(ids, [None, Some(serde_json::json!(2)), None]);
+    }
+
+    #[test]
+    fn leading_byte_order_mark_is_skipped() {
+        assert_eq!(texts(b"\xef\xbb\xbf{\"text\": \"bonjour\"}\n{\"text\": \"merci\"}\n"), ["bonjour", "merci"]);
+        assert_eq!(texts(b"\xef\xbb\xbf\n{\"text\": \"merci\"}\n"), ["merci"]);
+
+        // Only at the start of the input: elsewhere it is not whitespace in JSON.
+        let error = read(b"{\"text\": \"bonjour\"}\n\xef\xbb\xbf{\"text\": \"merci\"}\n").unwrap_err().to_string();
+        assert!(error.starts_with("stdin line 2: invalid JSON at column 1"), "{error}");
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let input = b"{\"text\": \"bonjour\"}\n\n{\"text\": \"il m'a \xe9crit\"}\n";
+        let error = read(input).unwrap_err().to_string();
+        assert_eq!(error, "stdin line 3: invalid UTF-8 at byte 18 of the line: encode the input as UTF-8");
+
+        // The byte position counts a leading byte-order mark.
+        let error = read(b"\xef\xbb\xbf{\"text\": \"\xff\"}\n").unwrap_err().to_string();
+        assert!(error.starts_with("stdin line 1: invalid UTF-8 at byte 14 of the line"), "{error}");
+    }
 }
