@@ -250,9 +250,10 @@ fn is_live(job: &Job) -> bool {
 }
 
 /// Drops a job that is no longer live. A caller that still listens gets [`InferError::Timeout`].
+/// The job is counted off the queue before the reply, so that the caller never sees it queued.
 fn drop_job(job: Job, admission: &dyn Admission) {
-    let _ = job.reply.send(Err(InferError::Timeout));
     admission.dequeued();
+    let _ = job.reply.send(Err(InferError::Timeout));
 }
 
 #[cfg(test)]
