@@ -34,6 +34,11 @@ impl Costed {
         self.costs.iter().map(|cost| cost.total).sum()
     }
 
+    /// Tells whether every text of the request fits in one encoder window.
+    pub fn is_short(&self) -> bool {
+        self.costs.iter().all(|cost| cost.text <= SHORT_TEXT_TOKENS)
+    }
+
     /// Tells whether the request runs in one forward pass under `budget`: it has a single input,
     /// or its inputs fit in the budget together. The worker splits any other request into
     /// several passes.
@@ -81,10 +86,12 @@ impl Intake {
     /// Returns the next batch, or `None` once the queue is closed and empty.
     ///
     /// Blocks for the first request, then adds the waiting requests, lane by lane, while they
-    /// fit in the token budget. A worker that has two or more requests also waits up to
-    /// `config.max_wait` for more. A lone request runs at once.
+    /// fit in the token budget. When the first request is short, the batch ends at the first
+    /// long request, so that a long text never lengthens the pass of a chat message. A worker that has two or more requests also waits up to `config.max_wait` for more. A
+    /// lone request runs at once.
     pub fn next_batch(&mut self, config: &BatchConfig, admission: &dyn Admission) -> Option<Vec<Costed>> {
         let first = self.first(admission)?;
+        let short_only = first.is_short();
         let mut tokens = first.tokens();
         let mut batch = vec![first];
         let window_end = Instant::now() + config.max_wait;
@@ -102,7 +109,7 @@ impl Intake {
             };
             // The request that does not fit stays at the head of its lane for the next batch.
             let next_tokens = self.lanes[lane][0].tokens();
-            if tokens + next_tokens > config.max_batch_tokens {
+            if tokens + next_tokens > config.max_batch_tokens || (short_only && !self.lanes[lane][0].is_short()) {
                 break;
             }
             let next = self.pop(lane, admission);
@@ -203,14 +210,13 @@ impl Intake {
         if job.urgent {
             admission.prioritized();
         }
-        let short = costs.iter().all(|cost| cost.text <= SHORT_TEXT_TOKENS);
-        let lane = match (job.urgent, short) {
+        let costed = Costed { job, costs };
+        let lane = match (costed.job.urgent, costed.is_short()) {
             (true, true) => URGENT_SHORT,
             (true, false) => URGENT_LONG,
             (false, true) => SHORT,
             (false, false) => LONG,
         };
-        let costed = Costed { job, costs };
         self.lanes[lane].push_back(costed);
     }
 
@@ -428,7 +434,9 @@ mod tests {
         let (mut intake, _sender, _answers) = queue(&[long, 3, long + 100, 4]);
         let admission = Words::default();
         let config = config(1000, Duration::ZERO);
-        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3, 4, long]);
+        // The long requests would fit beside the short ones, but a short batch takes none.
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [3, 4]);
+        assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [long]);
         assert_eq!(sizes(&intake.next_batch(&config, &admission).unwrap()), [long + 100]);
         assert_eq!(admission.dequeued.get(), 4);
     }
@@ -482,6 +490,27 @@ mod tests {
         assert!(!is_urgent(&last[0]));
         assert_eq!(admission.prioritized.get(), 4);
         assert_eq!(admission.dequeued.get(), 5);
+    }
+
+    #[test]
+    fn short_batch_takes_no_long_request() {
+        let long = SHORT_TEXT_TOKENS + 100;
+        let (sender, receiver) = sync_channel(16);
+        let mut answers = Vec::new();
+        for (job, answer) in [urgent_job(long), urgent_job(3), job(long + 1), job(2)] {
+            sender.send(job).unwrap();
+            answers.push(answer);
+        }
+        let mut intake = Intake::new(receiver);
+        let admission = Words::default();
+        // Every request fits beside the others under this budget.
+        let config = config(4000, Duration::ZERO);
+
+        let first = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&first), [3], "a long urgent text would lengthen the chat message's pass");
+        let second = intake.next_batch(&config, &admission).unwrap();
+        assert_eq!(sizes(&second), [long, 2, long + 1], "a batch started by a long request takes every lane");
+        assert_eq!(admission.dequeued.get(), 4);
     }
 
     #[test]
