@@ -183,6 +183,24 @@ struct FieldChecker<'a> {
     problems: Vec<Problem>,
 }
 
+/// Tells whether a key or label value reads as an identifier (at most 40 lower-case ASCII
+/// letters, digits, `_` or `-`), which error messages may print. Anything else may be message
+/// text pasted in the wrong place, so messages give its length instead.
+fn looks_like_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 40
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Returns `value` in backquotes when it looks like a name, or else its length.
+fn shown(value: &str) -> String {
+    if looks_like_name(value) {
+        format!("`{value}`")
+    } else {
+        format!("a value of {} characters", value.chars().count())
+    }
+}
+
 impl FieldChecker<'_> {
     fn push(&mut self, kind: ProblemKind, field: &str, message: String) {
         self.problems.push(Problem::in_field(kind, field, message));
@@ -191,9 +209,14 @@ impl FieldChecker<'_> {
     fn reject_unknown_fields(&mut self) {
         let unknown: Vec<String> = self.object.keys().filter(|k| !FIELDS.contains(&k.as_str())).cloned().collect();
         for field in unknown {
-            let message =
-                format!("unknown field: the fields are {}, so fix its spelling or remove it", FIELDS.join(", "));
-            self.push(ProblemKind::Schema, &field, message);
+            let hint = format!("the fields are {}, so fix its spelling or remove it", FIELDS.join(", "));
+            if looks_like_name(&field) {
+                self.push(ProblemKind::Schema, &field, format!("unknown field: {hint}"));
+            } else {
+                // A key that is not name-like may be a pasted message, so it is not printed.
+                let message = format!("unknown field whose key is not a field name ({} characters): {hint}", field.chars().count());
+                self.problems.push(Problem::in_line(ProblemKind::Schema, message));
+            }
         }
     }
 
@@ -262,7 +285,7 @@ impl FieldChecker<'_> {
         }
         // `required_string` has already reported an empty value.
         if !value.trim().is_empty() {
-            let message = format!("`{value}` is not a valid {field}: use one of {}", label_ids(labels));
+            let message = format!("{} is not a valid {field}: use one of {}", shown(value), label_ids(labels));
             self.push(ProblemKind::UnknownLabel, field, message);
         }
         false
@@ -277,7 +300,7 @@ impl FieldChecker<'_> {
         }
         for (position, category) in categories.iter().enumerate() {
             if index_of(&CATEGORIES, category).is_none() {
-                let message = format!("`{category}` is not a valid category: use one of {}", label_ids(&CATEGORIES));
+                let message = format!("{} is not a valid category: use one of {}", shown(category), label_ids(&CATEGORIES));
                 self.push(ProblemKind::UnknownLabel, FIELD, message);
             } else if categories[..position].contains(category) {
                 let message = format!("`{category}` is listed twice: list each category once");
@@ -285,10 +308,10 @@ impl FieldChecker<'_> {
             }
         }
         if categories.len() > 1 && categories.iter().any(|c| c == NONE_CATEGORY) {
-            let others: Vec<&str> = categories.iter().map(String::as_str).filter(|c| *c != NONE_CATEGORY).collect();
+            let others: Vec<String> = categories.iter().filter(|c| *c != NONE_CATEGORY).map(|c| shown(c)).collect();
             let message = format!(
-                "`{NONE_CATEGORY}` is listed with `{}`, but `{NONE_CATEGORY}` stands alone: keep either `{NONE_CATEGORY}` or the other categories",
-                others.join("`, `")
+                "`{NONE_CATEGORY}` is listed with {}, but `{NONE_CATEGORY}` stands alone: keep either `{NONE_CATEGORY}` or the other categories",
+                others.join(", ")
             );
             self.push(ProblemKind::CategoryList, FIELD, message);
         }
@@ -302,7 +325,7 @@ impl FieldChecker<'_> {
     fn check_tags(&mut self, tags: &[String]) {
         for (position, tag) in tags.iter().enumerate() {
             if !TAGS.contains(&tag.as_str()) {
-                let message = format!("`{tag}` is not a valid tag: use one of {}", TAGS.join(", "));
+                let message = format!("{} is not a valid tag: use one of {}", shown(tag), TAGS.join(", "));
                 self.push(ProblemKind::UnknownLabel, "tags", message);
             } else if tags[..position].contains(tag) {
                 let message = format!("`{tag}` is listed twice: list each tag once");
@@ -346,6 +369,29 @@ mod tests {
             assert!(fields.contains(&Some(field.to_string())), "{field} missing from {fields:?}");
         }
         assert!(check_line(line).example.is_none());
+    }
+
+    #[test]
+    fn sentence_like_keys_and_labels_are_not_printed() {
+        let sentence = "ma soeur se scarifie";
+        let cases = [
+            VALID.replace(r#""tags""#, &format!(r#""{sentence}":1,"tags""#)),
+            VALID.replace(r#"["harassment"]"#, &format!(r#"["{sentence}"]"#)),
+            VALID.replace(r#""medium""#, &format!(r#""{sentence}""#)),
+            VALID.replace(r#"["sms"]"#, &format!(r#"["{sentence}"]"#)),
+            VALID.replace(r#"["harassment"]"#, &format!(r#"["none","{sentence}"]"#)),
+        ];
+        for line in cases {
+            let problems = check_line(&line).problems;
+            assert!(!problems.is_empty(), "no problem found in {line}");
+            for problem in problems {
+                assert!(!problem.to_string().contains(sentence), "printed: {problem}");
+            }
+        }
+        let named = check_line(&VALID.replace(r#""tags""#, r#""extra_field":1,"tags""#)).problems;
+        assert_eq!(named[0].field.as_deref(), Some("extra_field"), "a name-like key is still named");
+        let label = check_line(&VALID.replace("medium", "urgent")).problems;
+        assert!(label[0].message.starts_with("`urgent` is not a valid urgency"), "{}", label[0].message);
     }
 
     #[test]
