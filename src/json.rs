@@ -4,6 +4,7 @@
 //! `serde_json` keeps the last value of a repeated key, while a proxy, a log or another reader of
 //! the same text may keep the first, so the text classified could differ from the text they saw.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -57,10 +58,12 @@ impl DuplicateKey {
 
 /// Parses a JSON text into a value whose objects have no repeated key.
 ///
+/// A lone UTF-16 surrogate escape becomes U+FFFD, as [`replace_lone_surrogates`] explains.
 /// Trailing characters other than whitespace are a syntax error, as in `serde_json::from_str`.
 pub fn from_str(text: &str) -> Result<Value, ParseError> {
+    let text = replace_lone_surrogates(text);
     let duplicate = RefCell::new(None);
-    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
     let parsed = UniqueKeys { depth: 0, duplicate: &duplicate }
         .deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value));
@@ -70,6 +73,56 @@ pub fn from_str(text: &str) -> Result<Value, ParseError> {
         }
         None => ParseError::Syntax(error),
     })
+}
+
+/// Rewrites each `\uXXXX` escape of a lone UTF-16 surrogate as `\uFFFD`, the replacement
+/// character, and leaves the text unchanged otherwise.
+///
+/// JSON (RFC 8259) allows such an escape, and a JavaScript client sends one when it cuts a
+/// message inside an emoji, but `serde_json` rejects it. The message is then read with U+FFFD
+/// in place of the cut emoji. Both escapes are six characters long, so error columns still
+/// point into the original text.
+fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let surrogate_at = |index: usize| -> Option<u16> {
+        let escape = bytes.get(index..index + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        let code = u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()?;
+        (0xD800..=0xDFFF).contains(&code).then_some(code)
+    };
+    let mut lone = Vec::new();
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'\\' {
+            index += 1;
+            continue;
+        }
+        match surrogate_at(index) {
+            // A high surrogate followed by a low one is a valid pair.
+            Some(0xD800..=0xDBFF) if surrogate_at(index + 6).is_some_and(|low| low >= 0xDC00) => index += 12,
+            Some(_) => {
+                lone.push(index);
+                index += 6;
+            }
+            // Any other escape, such as `\\`, is two characters, so its second one never starts
+            // an escape.
+            None => index += 2,
+        }
+    }
+    if lone.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut fixed = String::with_capacity(text.len());
+    let mut copied = 0;
+    for start in lone {
+        fixed.push_str(&text[copied..start]);
+        fixed.push_str("\\uFFFD");
+        copied = start + 6;
+    }
+    fixed.push_str(&text[copied..]);
+    Cow::Owned(fixed)
 }
 
 /// Message of the error that stops parsing at a repeated key. [`from_str`] identifies this
@@ -159,6 +212,30 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let text = |value: Value| value["text"].as_str().unwrap().to_string();
+        let cases = [
+            (r#"{"text":"je suis triste \ud83d"}"#, "je suis triste \u{FFFD}"),
+            (r#"{"text":"\ude2d fin"}"#, "\u{FFFD} fin"),
+            (r#"{"text":"\ud83d\ud83d\ude2d"}"#, "\u{FFFD}😭"),
+            (r#"{"text":"ok \ud83d\ude2d"}"#, "ok 😭"),
+            (r#"{"text":"a\\ud83d"}"#, "a\\ud83d"),
+            (r#"{"text":"é \ud83d"}"#, "é \u{FFFD}"),
+        ];
+        for (json, expected) in cases {
+            let value = from_str(json).unwrap_or_else(|error| panic!("{json}: {error:?}"));
+            assert_eq!(text(value), expected, "{json}");
+        }
+        assert!(matches!(replace_lone_surrogates(r#"{"text":"ok \ud83d\ude2d"}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn invalid_json_keeps_its_column_after_a_lone_surrogate() {
+        let Err(ParseError::Syntax(error)) = from_str(r#"{"text":"\ud83d", x}"#) else { panic!("parsed") };
+        assert_eq!((error.line(), error.column()), (1, 19));
+    }
 
     fn duplicate(text: &str) -> DuplicateKey {
         match from_str(text) {

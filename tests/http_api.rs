@@ -288,6 +288,16 @@ async fn content_encoding_other_than_identity_415() {
 // Classification
 
 #[tokio::test]
+async fn message_cut_inside_emoji_is_classified() {
+    // A JavaScript client that cuts a string inside 😭 sends a lone surrogate escape.
+    let app = app();
+    let cut = classification(&post_raw(&app, "/v1/classify", r#"{"text": "Je n'en peux plus, j'ai envie de mourir. \ud83d"}"#).await);
+    let replaced = classification(&post_json(&app, "/v1/classify", &json!({"text": "Je n'en peux plus, j'ai envie de mourir. \u{FFFD}"})).await);
+    assert_same(&cut, &replaced);
+    assert_eq!(cut.urgency.level, "critical");
+}
+
+#[tokio::test]
 async fn batch_equals_single_requests() {
     let app = app();
     let inputs: Vec<_> = MESSAGES
