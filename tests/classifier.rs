@@ -396,3 +396,22 @@ fn cli_jsonl_errors_keep_text_out() {
         assert!(!stderr.contains("ctxmarker"), "{line}: the context reached the error: {stderr}");
     }
 }
+
+#[test]
+fn cli_max_chars_stops_long_inputs() {
+    let output = classify_jsonl(&["--max-chars", "20"], &[r#"{"text": "bonjour"}"#, r#"{"text": "kwyjibomarker, il me harcèle"}"#]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stdin line 2: `text` has 28 characters, over --max-chars 20"), "{stderr}");
+    assert!(!stderr.contains("kwyjibomarker"), "the message reached the error: {stderr}");
+    assert!(output.stdout.is_empty(), "a result was written before the error");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cybertriage"))
+        .args(["classify", "--max-chars", "20", "--context", "kwyjibomarker, il a mes photos", "bonjour"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("`context[0]` has 30 characters, over --max-chars 20"), "{stderr}");
+    assert!(!stderr.contains("kwyjibomarker"), "the context reached the error: {stderr}");
+}

@@ -10,6 +10,10 @@ use crate::triage::classifier::{default_model_dir, Classifier, Classify, Message
 use crate::triage::classification::Classification;
 use crate::triage::normalize::normalize;
 
+/// Default of `--max-chars`: an estimated 10 to 12 encoder windows of French prose, five times
+/// the HTTP default, because the command line reads files that data staff prepared.
+const DEFAULT_MAX_CHARS: usize = 20_000;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Message to classify; the result is pretty-printed. Omit it with --jsonl.
@@ -24,6 +28,12 @@ pub struct Args {
     /// byte-order mark at its start is skipped.
     #[arg(long)]
     pub jsonl: bool,
+
+    /// Maximum characters of a message or of one context entry. A longer one stops the run
+    /// with an error, before any encoder work, because the encoder reads every 512-token window
+    /// of a text: a 5 MB line took minutes and hundreds of MB of memory.
+    #[arg(long, env = "CYBERTRIAGE_CLI_MAX_CHARS", default_value_t = DEFAULT_MAX_CHARS)]
+    pub max_chars: usize,
 
     /// Number of messages that go through the encoder at once.
     #[arg(long, env = "CYBERTRIAGE_BATCH_SIZE", default_value_t = 32)]
@@ -48,12 +58,15 @@ pub fn run(models_dir: &Path, args: Args) -> Result<ExitCode> {
         if !args.context.is_empty() {
             bail!("--context applies to a single message; with --jsonl, put a \"context\" list in each line");
         }
-        return classify_jsonl(&classifier, args.batch_size);
+        return classify_jsonl(&classifier, args.batch_size, args.max_chars);
     }
     let Some(text) = args.message else {
         bail!("no message given: pass one as an argument, or use --jsonl to read stdin");
     };
     let input = MessageInput { text, context: args.context };
+    if let Some(reason) = over_max_chars(&input, args.max_chars) {
+        bail!("{reason}");
+    }
     let result = classifier.classify(std::slice::from_ref(&input)).map_err(anyhow::Error::from)?;
     let mut out = std::io::stdout().lock();
     // A reader that closes the pipe early (`| head`) is not an error.
@@ -121,7 +134,7 @@ impl JsonlLine {
 
 /// Reads every `--jsonl` input line and returns the ids and the inputs, in line order. Blank
 /// lines are skipped. The first invalid line stops the reading with an error that names it.
-fn read_jsonl(mut reader: impl BufRead) -> Result<(Vec<Option<serde_json::Value>>, Vec<MessageInput>)> {
+fn read_jsonl(mut reader: impl BufRead, max_chars: usize) -> Result<(Vec<Option<serde_json::Value>>, Vec<MessageInput>)> {
     let mut ids = Vec::new();
     let mut inputs = Vec::new();
     let mut bytes = Vec::new();
@@ -143,10 +156,29 @@ fn read_jsonl(mut reader: impl BufRead) -> Result<(Vec<Option<serde_json::Value>
                  the message or remove the line"
             );
         }
+        let input = MessageInput { text: parsed.text, context: parsed.context };
+        if let Some(reason) = over_max_chars(&input, max_chars) {
+            bail!("stdin line {number}: {reason}");
+        }
         ids.push(parsed.id);
-        inputs.push(MessageInput { text: parsed.text, context: parsed.context });
+        inputs.push(input);
     }
     Ok((ids, inputs))
+}
+
+/// Returns why `input` is over `--max-chars`, naming the field and its length, or `None`.
+fn over_max_chars(input: &MessageInput, max_chars: usize) -> Option<String> {
+    let fields = std::iter::once(("`text`".to_string(), &input.text))
+        .chain(input.context.iter().enumerate().map(|(i, entry)| (format!("`context[{i}]`"), entry)));
+    for (field, value) in fields {
+        let chars = value.chars().count();
+        if chars > max_chars {
+            return Some(format!(
+                "{field} has {chars} characters, over --max-chars {max_chars}: shorten it, split it, or raise --max-chars"
+            ));
+        }
+    }
+    None
 }
 
 /// Decodes stdin line `number` (counted from 1) without its line ending, `\n` or `\r\n`.
@@ -180,8 +212,8 @@ struct JsonlResult<'a> {
     result: &'a Classification,
 }
 
-fn classify_jsonl(classifier: &Classifier, batch_size: usize) -> Result<ExitCode> {
-    let (ids, inputs) = read_jsonl(std::io::stdin().lock())?;
+fn classify_jsonl(classifier: &Classifier, batch_size: usize, max_chars: usize) -> Result<ExitCode> {
+    let (ids, inputs) = read_jsonl(std::io::stdin().lock(), max_chars)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (chunk, chunk_ids) in inputs.chunks(batch_size).zip(ids.chunks(batch_size)) {
@@ -198,7 +230,7 @@ mod tests {
     use super::*;
 
     fn read(input: &[u8]) -> Result<(Vec<Option<serde_json::Value>>, Vec<MessageInput>)> {
-        read_jsonl(input)
+        read_jsonl(input, 100)
     }
 
     fn texts(input: &[u8]) -> Vec<String> {
@@ -221,6 +253,22 @@ mod tests {
         // Only at the start of the input: elsewhere it is not whitespace in JSON.
         let error = read(b"{\"text\": \"bonjour\"}\n\xef\xbb\xbf{\"text\": \"merci\"}\n").unwrap_err().to_string();
         assert!(error.starts_with("stdin line 2: invalid JSON at column 1"), "{error}");
+    }
+
+    #[test]
+    fn over_max_chars_stops_the_run() {
+        let long = "a".repeat(101);
+        let line = format!("{{\"text\": \"bonjour\"}}\n{{\"text\": \"{long}\"}}\n");
+        let error = read(line.as_bytes()).unwrap_err().to_string();
+        assert!(error.starts_with("stdin line 2: `text` has 101 characters, over --max-chars 100"), "{error}");
+        assert!(!error.contains(&long), "{error}");
+
+        let line = format!("{{\"text\": \"bonjour\", \"context\": [\"salut\", \"{long}\"]}}\n");
+        let error = read(line.as_bytes()).unwrap_err().to_string();
+        assert!(error.starts_with("stdin line 1: `context[1]` has 101 characters"), "{error}");
+
+        // The limit counts characters, not bytes.
+        assert_eq!(texts(format!("{{\"text\": \"{}\"}}", "é".repeat(100)).as_bytes()).len(), 1);
     }
 
     #[test]
