@@ -82,8 +82,13 @@ async fn malformed_bodies_get_400() {
     .await;
     let repeated = r#"{"text": "salut", "text": "il a des photos de moi"}"#;
     expect_error(post_raw(&app, "/v1/classify", repeated).await, 400, "duplicate_key", "line 1").await;
+    expect_error(post_raw(&app, "/v1/classify", repeated).await, 400, "duplicate_key", "field `text` appears twice").await;
     let repeated_in_batch = r#"{"inputs": [{"text": "salut", "context": [], "context": ["re"]}]}"#;
     expect_error(post_raw(&app, "/v1/classify/batch", repeated_in_batch).await, 400, "duplicate_key", "once").await;
+    // A nested or unknown key is never named: it may be message text.
+    let answer = post_raw(&app, "/v1/classify", r#"{"text": "salut", "kwyjibo marker": 1, "kwyjibo marker": 2}"#).await;
+    assert!(!answer.error_message().contains("kwyjibo"), "{}", answer.error_message());
+    assert!(!String::from_utf8_lossy(&answer.body).contains("kwyjibo"));
     let bad_id = Request::post("/v1/classify")
         .header("x-request-id", "two words")
         .body(Body::from(r#"{"text": "bonjour"}"#))

@@ -28,11 +28,10 @@ pub enum ApiError {
     )]
     InvalidJson { line: usize, column: usize, too_deep: bool },
 
-    #[error(
-        "the request body repeats a key in one object (error at line {line}, column {column}): send each \
-         field once"
-    )]
-    DuplicateKey { line: usize, column: usize },
+    /// `description` names the key only when it is a top-level field name, as
+    /// [`crate::json::DuplicateKey::describe`] allows.
+    #[error("the request body is invalid on line {line}: {description}. Send each field once")]
+    DuplicateKey { line: usize, description: String },
 
     #[error("the request body is not valid UTF-8: encode the JSON body as UTF-8")]
     InvalidUtf8,
@@ -334,7 +333,7 @@ mod tests {
     fn every_variant() -> Vec<ApiError> {
         vec![
             ApiError::InvalidJson { line: 1, column: 2, too_deep: false },
-            ApiError::DuplicateKey { line: 1, column: 2 },
+            ApiError::DuplicateKey { line: 1, description: "field `text` appears twice (the second ends at column 32)".into() },
             ApiError::InvalidUtf8,
             ApiError::UnreadableBody,
             ApiError::InvalidRequestId(request_id::Location::Header),

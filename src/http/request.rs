@@ -61,6 +61,8 @@ pub struct BatchRequest {
 const CLASSIFY_FIELDS: &[&str] = &["text", "context", "request_id"];
 const BATCH_FIELDS: &[&str] = &["inputs", "request_id"];
 const INPUT_FIELDS: &[&str] = &["text", "context"];
+/// Top-level fields of both request bodies, which a duplicate-key error may name.
+const TOP_LEVEL_FIELDS: &[&str] = &["text", "context", "request_id", "inputs"];
 
 impl ClassifyRequest {
     pub fn from_json(value: Value, limits: &Limits) -> Result<Self, ApiError> {
@@ -178,7 +180,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     match json::from_str(text) {
         Ok(value) => Ok(value),
         Err(json::ParseError::DuplicateKey(duplicate)) => {
-            Err(ApiError::DuplicateKey { line: duplicate.line, column: duplicate.column })
+            Err(ApiError::DuplicateKey { line: duplicate.line, description: duplicate.describe(TOP_LEVEL_FIELDS) })
         }
         Err(json::ParseError::Syntax(error)) => Err(ApiError::InvalidJson {
             line: error.line(),
