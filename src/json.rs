@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_json_keeps_its_column_after_a_lone_surrogate() {
+    fn column_survives_surrogate_rewrite() {
         let Err(ParseError::Syntax(error)) = from_str(r#"{"text":"\ud83d", x}"#) else { panic!("parsed") };
         assert_eq!((error.line(), error.column()), (1, 19));
     }

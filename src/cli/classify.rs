@@ -167,12 +167,16 @@ fn read_jsonl(mut reader: impl BufRead, max_chars: usize) -> Result<(Vec<Option<
 }
 
 /// Returns why `input` is over `--max-chars`, naming the field and its length, or `None`.
+///
+/// NOTE: this counts the raw characters, while HTTP's `--max-chars` counts them after
+/// normalisation, so a text padded with invisible characters can pass HTTP and fail here.
 fn over_max_chars(input: &MessageInput, max_chars: usize) -> Option<String> {
-    let fields = std::iter::once(("`text`".to_string(), &input.text))
-        .chain(input.context.iter().enumerate().map(|(i, entry)| (format!("`context[{i}]`"), entry)));
-    for (field, value) in fields {
+    // `None` stands for `text`, `Some(i)` for `context[i]`.
+    let fields = std::iter::once((None, &input.text)).chain(input.context.iter().enumerate().map(|(i, entry)| (Some(i), entry)));
+    for (position, value) in fields {
         let chars = value.chars().count();
         if chars > max_chars {
+            let field = position.map_or("`text`".to_string(), |i| format!("`context[{i}]`"));
             return Some(format!(
                 "{field} has {chars} characters, over --max-chars {max_chars}: shorten it, split it, or raise --max-chars"
             ));
