@@ -264,7 +264,7 @@ fn drop_job(job: Job, admission: &dyn Admission) {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
     use std::sync::mpsc::{sync_channel, SyncSender};
     use std::time::Duration;
 
@@ -622,6 +622,37 @@ mod tests {
         assert_eq!(sizes(&batch), [2, 3]);
         assert_eq!(expired_answer.blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
         assert_eq!(admission.dequeued.get(), 4, "dropped requests leave the queue too");
+    }
+
+    /// Records, at each `dequeued` call, whether the watched caller had already been answered.
+    struct WatchesReply {
+        answer: RefCell<Answer>,
+        answered_before_dequeued: Cell<Option<bool>>,
+    }
+
+    impl Admission for WatchesReply {
+        fn cost(&self, input: &MessageInput) -> Result<TokenCost, InferError> {
+            Words::default().cost(input)
+        }
+
+        fn dequeued(&self) {
+            let answered = !matches!(self.answer.borrow_mut().try_recv(), Err(oneshot::error::TryRecvError::Empty));
+            self.answered_before_dequeued.set(Some(answered));
+        }
+
+        fn prioritized(&self) {}
+    }
+
+    #[test]
+    fn dropped_job_leaves_the_queue_before_its_reply() {
+        let (mut expired, answer) = job(1);
+        expired.deadline = Instant::now();
+        let admission = WatchesReply { answer: RefCell::new(answer), answered_before_dequeued: Cell::new(None) };
+
+        drop_job(expired, &admission);
+
+        assert_eq!(admission.answered_before_dequeued.get(), Some(false), "the caller must not see the request still queued");
+        assert_eq!(admission.answer.into_inner().blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
     }
 
     #[test]
