@@ -15,14 +15,15 @@ const CHAR_NGRAMS: std::ops::RangeInclusive<usize> = 2..=5;
 /// Sparse feature vector: (bucket, weight) pairs, L2-normalised.
 pub type SparseFeatures = Vec<(u32, f32)>;
 
-/// Returns the raw term counts of a text, bucketed.
+/// Returns the raw term counts of a text, bucketed, in bucket order. The order is fixed so that
+/// sums over the terms, such as the L2 norm, give the same bits on every call.
 fn term_counts(text: &str, buckets: usize) -> Vec<(u32, f32)> {
     let folded = fold(text);
     let words: Vec<&str> = folded
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .filter(|w| !w.is_empty())
         .collect();
-    let mut counts: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
+    let mut counts: std::collections::BTreeMap<u32, f32> = std::collections::BTreeMap::new();
     let mut add = |kind: u8, term: &str| {
         let bucket = (fnv1a(kind, term.as_bytes()) % buckets as u64) as u32;
         *counts.entry(bucket).or_insert(0.0) += 1.0;
@@ -75,7 +76,7 @@ impl Lexical {
         self.idf.len()
     }
 
-    /// Returns the sublinear TF-IDF vector of a text, L2-normalised.
+    /// Returns the sublinear TF-IDF vector of a text, L2-normalised, in bucket order.
     pub fn features(&self, text: &str) -> SparseFeatures {
         let mut features: SparseFeatures = term_counts(text, self.buckets())
             .into_iter()
@@ -87,7 +88,6 @@ impl Lexical {
                 *weight /= norm;
             }
         }
-        features.sort_by_key(|(bucket, _)| *bucket);
         features
     }
 
@@ -116,6 +116,21 @@ mod tests {
         assert_eq!(a, b);
         let norm: f32 = a.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn features_are_bitwise_stable() {
+        // A long text has hundreds of terms, so a sum taken in a varying order would differ in
+        // its last bits between calls.
+        let text = "ils m'insultent tous les jours dans le groupe de la classe et ils postent des photos \
+                    de moi avec des commentaires, je sais plus quoi faire, j'ai peur d'aller au college";
+        let lexical = Lexical::fit(&[text.to_string(), "bonjour".to_string()], 16_384);
+        let first = lexical.features(text);
+        for _ in 0..50 {
+            let again = lexical.features(text);
+            let bits = |f: &SparseFeatures| f.iter().map(|(b, w)| (*b, w.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&again), bits(&first), "the same text must give the same features, bit for bit");
+        }
     }
 
     #[test]
