@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use crate::data::example::{json_syntax_reason, type_name};
+use crate::data::lines::decode_line;
 use crate::json::{self, ParseError};
 use crate::triage::classifier::{default_model_dir, Classifier, Classify, MessageInput};
 use crate::triage::classification::Classification;
@@ -143,7 +144,8 @@ fn read_jsonl(mut reader: impl BufRead, max_chars: usize) -> Result<(Vec<Option<
         if reader.read_until(b'\n', &mut bytes).context("failed to read stdin")? == 0 {
             break;
         }
-        let line = decode_line(&bytes, number)?;
+        let line = decode_line(&bytes, number)
+            .map_err(|error| anyhow::anyhow!("stdin line {number}: {error}: encode the input as UTF-8"))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -183,27 +185,6 @@ fn over_max_chars(input: &MessageInput, max_chars: usize) -> Option<String> {
         }
     }
     None
-}
-
-/// Decodes stdin line `number` (counted from 1) without its line ending, `\n` or `\r\n`.
-///
-/// A UTF-8 byte-order mark at the start of line 1 is dropped, because some editors save UTF-8
-/// files with one. The error for invalid UTF-8 gives the byte position, never the bytes.
-fn decode_line(bytes: &[u8], number: usize) -> Result<&str> {
-    let bytes = match bytes.strip_suffix(b"\n") {
-        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
-        None => bytes,
-    };
-    let line = std::str::from_utf8(bytes).map_err(|error| {
-        anyhow::anyhow!(
-            "stdin line {number}: invalid UTF-8 at byte {} of the line: encode the input as UTF-8",
-            error.valid_up_to() + 1
-        )
-    })?;
-    if number == 1 {
-        return Ok(line.strip_prefix('\u{FEFF}').unwrap_or(line));
-    }
-    Ok(line)
 }
 
 /// One `--jsonl` output line: the input's id, when given, then the classification's fields in

@@ -5,10 +5,12 @@
 //! The dataset checks ([`dataset`], [`near_duplicates`]) look across lines: ids unique in every
 //! file, no repeated text within a split or between splits, and no evaluation message that is a
 //! near-copy of a training message. [`counts`] tabulates the labels of the valid examples.
+//! [`lines`] splits JSONL input into lines and decodes each one.
 
 pub mod counts;
 pub mod dataset;
 pub mod example;
+pub mod lines;
 pub mod near_duplicates;
 pub mod problem;
 
