@@ -35,6 +35,13 @@ impl Data {
         path
     }
 
+    /// Writes a training file byte for byte, for encodings that `String` cannot hold.
+    fn train_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.train_dir().join(name);
+        std::fs::write(&path, bytes).expect("write data file");
+        path
+    }
+
     fn eval(&self, lines: &[String]) -> PathBuf {
         let path = self.eval_file();
         write_lines(&path, lines);
@@ -141,6 +148,43 @@ fn invalid_json_names_line() {
     let path = data.train("a.jsonl", &[example("a-1", "salut"), r#"{"id": "a-2", "text": "oups""#.to_string()]);
     let line = assert_violation(&data.check_fast(), &format!("{}: invalid JSON", location(&path, 2)));
     assert!(line.contains("column"), "{line}");
+}
+
+#[test]
+fn byte_order_mark_file_passes() {
+    let data = Data::new();
+    let lines = [example("a-1", "ils m'insultent sur snap"), example("a-2", "on a piraté mon compte")];
+    data.train_bytes("a.jsonl", format!("\u{FEFF}{}\r\n", lines.join("\r\n")).as_bytes());
+    std::fs::write(data.eval_file(), format!("\u{FEFF}{}\n", example("e-1", "mon fils joue trop"))).unwrap();
+    let output = data.check_fast();
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.contains("- training: 1 file, 2 lines, 2 valid examples"), "{out}");
+    assert!(out.contains("- evaluation: 1 file, 1 line, 1 valid example"), "{out}");
+    assert!(out.contains("- no violations"), "{out}");
+}
+
+#[test]
+fn invalid_utf8_line_is_reported_alone() {
+    let data = Data::new();
+    // Line 2 has "é" in Latin-1, the byte 0xE9, in its text. The other lines are UTF-8.
+    let before_text = br#"{"id":"a-2","text":"ce mec m'a "#;
+    let mut bytes = format!("{}\n", example("a-1", "salut")).into_bytes();
+    bytes.extend_from_slice(before_text);
+    bytes.extend_from_slice(b"\xe9crit toute la nuit\"}\n");
+    bytes.extend_from_slice(format!("{}\n", example_with("a-3", "urgency", json!("urgent"))).as_bytes());
+    bytes.extend_from_slice(format!("{}\n", example("a-4", "merci")).as_bytes());
+    let path = data.train_bytes("a.jsonl", &bytes);
+
+    let output = data.check_fast();
+    let out = stdout(&output);
+    let byte = before_text.len() + 1;
+    let line = assert_violation(&output, &format!("{}: invalid UTF-8 at byte {byte} of the line", location(&path, 2)));
+    assert!(line.ends_with("save the file as UTF-8"), "{line}");
+    assert_violation(&output, &format!("{}: field `urgency`:", location(&path, 3)));
+    assert!(out.contains("- training: 1 file, 4 lines, 2 valid examples"), "{out}");
+    assert!(out.contains("- 2 violations (invalid JSON: 1, label not in the scheme: 1)"), "{out}");
+    assert!(!out.contains("toute la nuit"), "the text of the invalid line was printed:\n{out}");
 }
 
 #[test]

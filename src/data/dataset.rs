@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use unicode_normalization::UnicodeNormalization;
 
-use super::example::{check_line, Example};
+use super::example::{check_decoded_line, Example};
+use super::lines::decode_lines;
 use super::problem::{Location, Problem, ProblemKind, Violation};
 
 /// Side of the train/evaluation split that a file belongs to.
@@ -49,17 +50,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads and checks each line of `files`. Only I/O errors fail; problems in the data are
-    /// collected in `line_violations`.
+    /// Reads and checks each line of `files`. Only I/O errors fail. Problems in the data, invalid
+    /// UTF-8 included, are collected in `line_violations`.
     pub fn read(files: Vec<DataFile>) -> Result<Dataset> {
         let mut records = Vec::new();
         let mut line_violations = Vec::new();
         for file in &files {
-            let content = std::fs::read_to_string(&file.path)
-                .with_context(|| format!("failed to read {}", file.path.display()))?;
-            for (index, line) in content.lines().enumerate() {
-                let location = Location { path: file.path.clone(), line: index + 1 };
-                let checked = check_line(line);
+            let bytes =
+                std::fs::read(&file.path).with_context(|| format!("failed to read {}", file.path.display()))?;
+            for (number, line) in decode_lines(&bytes) {
+                let location = Location { path: file.path.clone(), line: number };
+                let checked = check_decoded_line(line);
                 line_violations.extend(
                     checked.problems.into_iter().map(|problem| Violation { location: location.clone(), problem }),
                 );

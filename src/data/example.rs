@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::lines::{decode_lines, InvalidUtf8};
 use super::problem::{Problem, ProblemKind};
 use crate::json::{self, DuplicateKey, ParseError};
 use crate::triage::taxonomy::{index_of, Label, CATEGORIES, INTENTS, NONE_CATEGORY, SPEAKERS, TAGS, URGENCIES};
@@ -118,15 +119,27 @@ pub fn check_line(line: &str) -> CheckedLine {
     checked
 }
 
+/// Checks one line as [`decode_lines`] returns it. A line that is not UTF-8 gets one problem of
+/// kind [`ProblemKind::InvalidJson`], because JSON text must be UTF-8 (RFC 8259, section 8.1).
+pub fn check_decoded_line(line: Result<&str, InvalidUtf8>) -> CheckedLine {
+    match line {
+        Ok(line) => check_line(line),
+        Err(error) => CheckedLine {
+            problems: vec![Problem::in_line(ProblemKind::InvalidJson, format!("{error}: save the file as UTF-8"))],
+            ..CheckedLine::default()
+        },
+    }
+}
+
 /// Reads a JSONL file of examples and fails at the first invalid line, naming the file, the line
 /// and the field. Cross-line checks (duplicate ids and texts) are `data check`'s job.
 pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
-    let content = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     let mut examples = Vec::new();
-    for (index, line) in content.lines().enumerate() {
-        let checked = check_line(line);
+    for (number, line) in decode_lines(&bytes) {
+        let checked = check_decoded_line(line);
         if let Some(problem) = checked.problems.first() {
-            bail!("{}:{}: {problem}", path.display(), index + 1);
+            bail!("{}:{number}: {problem}", path.display());
         }
         examples.extend(checked.example);
     }
@@ -400,6 +413,42 @@ mod tests {
         assert_eq!(checked.id.as_deref(), Some("t-1"));
         assert_eq!(checked.text.as_deref(), Some("ils m'insultent sur snap"));
         assert!(checked.example.is_none());
+    }
+
+    #[test]
+    fn invalid_utf8_line_is_one_problem() {
+        let checked = check_decoded_line(Err(InvalidUtf8 { byte: 12 }));
+        assert_eq!(checked.problems.len(), 1);
+        assert_eq!(checked.problems[0].kind, ProblemKind::InvalidJson);
+        assert_eq!(checked.problems[0].to_string(), "invalid UTF-8 at byte 12 of the line: save the file as UTF-8");
+        assert!(checked.id.is_none());
+        assert!(checked.example.is_none());
+    }
+
+    #[test]
+    fn training_reader_skips_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, format!("\u{FEFF}{VALID}\r\n{}\r\n", VALID.replace("t-1", "t-2"))).unwrap();
+        let examples = read_examples(&path).unwrap();
+        assert_eq!(examples.len(), 2);
+        assert_eq!(examples[0].id, "t-1");
+        assert_eq!(examples[1].id, "t-2");
+    }
+
+    #[test]
+    fn training_reader_rejects_invalid_utf8_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        // Line 2 has the id `t-é` with "é" in Latin-1, the single byte 0xE9, which is not UTF-8.
+        let mut bytes = format!("{VALID}\n").into_bytes();
+        bytes.extend_from_slice(&VALID.as_bytes()[..9]);
+        bytes.push(0xE9);
+        bytes.extend_from_slice(&VALID.as_bytes()[10..]);
+        std::fs::write(&path, bytes).unwrap();
+        let error = read_examples(&path).unwrap_err().to_string();
+        let expected = format!("{}:2: invalid UTF-8 at byte 10 of the line: save the file as UTF-8", path.display());
+        assert_eq!(error, expected);
     }
 
     #[test]

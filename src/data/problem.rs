@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Kind of a problem, used to group the summary and to sort problems within one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProblemKind {
-    /// The line is not one JSON value, or it is blank.
+    /// The line is not one JSON value, is not valid UTF-8, or is blank.
     InvalidJson,
     /// A field is missing, unknown, repeated, of the wrong type, or empty.
     Schema,

@@ -12,19 +12,19 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 pub use crate::data::example::Example;
-use crate::data::example::check_line;
+use crate::data::example::check_decoded_line;
+use crate::data::lines::decode_lines;
 
 /// Reads and checks a JSONL file. Blank lines are skipped, and ids must be unique.
 pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
-    let content = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     let mut examples = Vec::new();
     let mut seen = HashSet::new();
-    for (index, line) in content.lines().enumerate() {
-        let number = index + 1;
-        if line.trim().is_empty() {
+    for (number, line) in decode_lines(&bytes) {
+        if line.is_ok_and(|line| line.trim().is_empty()) {
             continue;
         }
-        let checked = check_line(line);
+        let checked = check_decoded_line(line);
         if let Some(problem) = checked.problems.first() {
             match &checked.id {
                 Some(id) => bail!("{}:{number}: example `{id}`: {problem}", path.display()),
@@ -59,6 +59,31 @@ mod tests {
         std::fs::write(&path, format!("{line}\n{{\"id\":\"b\"}}\n")).unwrap();
         let error = read_examples(&path).unwrap_err().to_string();
         assert!(error.contains(":2: example `b`: field `text`"), "{error}");
+    }
+
+    #[test]
+    fn read_examples_skips_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("set.jsonl");
+        let line = r#"{"id":"a","text":"x","categories":["none"],"intent":"greeting","urgency":"low","speaker":"other"}"#;
+        std::fs::write(&path, format!("\u{FEFF}{line}\r\n")).unwrap();
+        let examples = read_examples(&path).unwrap();
+        assert_eq!(examples.len(), 1);
+        assert_eq!(examples[0].id, "a");
+    }
+
+    #[test]
+    fn read_examples_names_invalid_utf8_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("set.jsonl");
+        let line = r#"{"id":"a","text":"x","categories":["none"],"intent":"greeting","urgency":"low","speaker":"other"}"#;
+        // The blank line 2 is skipped but counted. Line 3 has "é" in Latin-1 (0xE9) in its text.
+        let mut bytes = format!("{line}\n\n").into_bytes();
+        bytes.extend_from_slice(b"{\"id\":\"b\",\"text\":\"d\xe9j\xe0 vu\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let error = read_examples(&path).unwrap_err().to_string();
+        let expected = format!("{}:3: invalid UTF-8 at byte 20 of the line: save the file as UTF-8", path.display());
+        assert_eq!(error, expected);
     }
 
     #[test]
