@@ -624,10 +624,10 @@ mod tests {
         assert_eq!(admission.dequeued.get(), 4, "dropped requests leave the queue too");
     }
 
-    /// Records, at each `dequeued` call, whether the watched caller had already been answered.
+    /// Records, at each `dequeued` call, whether the reply had already been sent to the caller.
     struct WatchesReply {
         answer: RefCell<Answer>,
-        answered_before_dequeued: Cell<Option<bool>>,
+        replied_before_dequeued: Cell<Option<bool>>,
     }
 
     impl Admission for WatchesReply {
@@ -636,8 +636,8 @@ mod tests {
         }
 
         fn dequeued(&self) {
-            let answered = !matches!(self.answer.borrow_mut().try_recv(), Err(oneshot::error::TryRecvError::Empty));
-            self.answered_before_dequeued.set(Some(answered));
+            let replied = !matches!(self.answer.borrow_mut().try_recv(), Err(oneshot::error::TryRecvError::Empty));
+            self.replied_before_dequeued.set(Some(replied));
         }
 
         fn prioritized(&self) {}
@@ -647,11 +647,11 @@ mod tests {
     fn dropped_job_leaves_the_queue_before_its_reply() {
         let (mut expired, answer) = job(1);
         expired.deadline = Instant::now();
-        let admission = WatchesReply { answer: RefCell::new(answer), answered_before_dequeued: Cell::new(None) };
+        let admission = WatchesReply { answer: RefCell::new(answer), replied_before_dequeued: Cell::new(None) };
 
         drop_job(expired, &admission);
 
-        assert_eq!(admission.answered_before_dequeued.get(), Some(false), "the caller must not see the request still queued");
+        assert_eq!(admission.replied_before_dequeued.get(), Some(false), "the caller must not see the request still queued");
         assert_eq!(admission.answer.into_inner().blocking_recv().unwrap().unwrap_err(), InferError::Timeout);
     }
 
