@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -799,6 +798,11 @@ fn dev_metrics(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgen
 
 /// On-disk cache of embeddings keyed by sha256 of the text, per base checksum, so that
 /// retraining does not re-encode unchanged examples. Lives outside the repository.
+///
+/// The file holds records of a 32-byte key and `dim` little-endian f32 values, then the sha256
+/// of all the records. A file whose checksum does not match (corrupted, truncated, or written by
+/// an older version without checksum) is ignored with a warning, and its vectors are computed
+/// again.
 struct EmbeddingCache {
     path: PathBuf,
     layers: Vec<usize>,
@@ -812,17 +816,17 @@ impl EmbeddingCache {
         let base = &base_checksum[..16.min(base_checksum.len())];
         let pooled: String = layers.iter().map(|l| format!("-l{l}")).collect();
         let path = dir.join(format!("embeddings-{base}{pooled}.bin"));
-        let mut vectors = HashMap::new();
-        if let Ok(mut file) = fs::File::open(&path) {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            let record = 32 + dim * 4;
-            for chunk in bytes.chunks_exact(record) {
-                let key: [u8; 32] = chunk[..32].try_into().unwrap();
-                let vector = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-                vectors.insert(key, vector);
-            }
-        }
+        let vectors = match fs::read(&path) {
+            Ok(bytes) => match parse_cache(&bytes, dim) {
+                Some(vectors) => vectors,
+                None => {
+                    tracing::warn!(path = %path.display(), "embedding cache is corrupted or from an older version; computing every embedding again");
+                    HashMap::new()
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(error) => return Err(error).with_context(|| format!("failed to read {}", path.display())),
+        };
         Ok(EmbeddingCache { path, layers: layers.to_vec(), vectors, dirty: false })
     }
 
@@ -838,12 +842,14 @@ impl EmbeddingCache {
             }
             self.dirty = true;
             if done % 10 == 0 {
-                tracing::info!(done = (done + 1) * 32, total = missing.len(), "embedding examples");
+                tracing::info!(done = ((done + 1) * 32).min(missing.len()), total = missing.len(), "embedding examples");
             }
         }
         Ok(keys.iter().map(|k| self.vectors[k].clone()).collect())
     }
 
+    /// Writes the cache to a temporary file, then renames it over the old one, so that an
+    /// interrupted save leaves the previous cache whole.
     fn save(&self) -> Result<()> {
         if !self.dirty {
             return Ok(());
@@ -851,15 +857,48 @@ impl EmbeddingCache {
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let mut file = fs::File::create(&self.path).with_context(|| format!("failed to write {}", self.path.display()))?;
-        for (key, vector) in &self.vectors {
-            file.write_all(key)?;
-            for value in vector {
-                file.write_all(&value.to_le_bytes())?;
-            }
-        }
+        let temporary = self.path.with_extension("bin.partial");
+        fs::write(&temporary, serialize_cache(&self.vectors)).with_context(|| format!("failed to write {}", temporary.display()))?;
+        fs::rename(&temporary, &self.path).with_context(|| format!("failed to replace {}", self.path.display()))?;
         Ok(())
     }
+}
+
+/// Encodes cache records in key order, followed by the sha256 of the records.
+fn serialize_cache(vectors: &HashMap<[u8; 32], Vec<f32>>) -> Vec<u8> {
+    let mut keys: Vec<&[u8; 32]> = vectors.keys().collect();
+    keys.sort();
+    let mut bytes = Vec::new();
+    for key in keys {
+        bytes.extend_from_slice(key);
+        for value in &vectors[key] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    let checksum = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&checksum);
+    bytes
+}
+
+/// Decodes a cache file written by [`serialize_cache`] for vectors of length `dim`. Returns
+/// `None` when the length or the checksum does not match.
+fn parse_cache(bytes: &[u8], dim: usize) -> Option<HashMap<[u8; 32], Vec<f32>>> {
+    let record = 32 + dim * 4;
+    let records_len = bytes.len().checked_sub(32)?;
+    if records_len % record != 0 {
+        return None;
+    }
+    let (records, checksum) = bytes.split_at(records_len);
+    if Sha256::digest(records).as_slice() != checksum {
+        return None;
+    }
+    let mut vectors = HashMap::with_capacity(records_len / record);
+    for chunk in records.chunks_exact(record) {
+        let key: [u8; 32] = chunk[..32].try_into().ok()?;
+        let vector = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        vectors.insert(key, vector);
+    }
+    Some(vectors)
 }
 
 #[cfg(test)]
@@ -875,6 +914,33 @@ mod tests {
         assert_eq!(best_epoch(0.771, &[0.774, 0.767]), Some(1));
         assert_eq!(best_epoch(0.5, &[0.6, 0.7, 0.7]), Some(2));
         assert_eq!(best_epoch(0.5, &[]), None);
+    }
+
+    #[test]
+    fn embedding_cache_round_trips() {
+        let mut vectors = HashMap::new();
+        vectors.insert([1u8; 32], vec![0.5f32, -1.25, 3.0]);
+        vectors.insert([0u8; 32], vec![f32::MIN_POSITIVE, 0.0, 1e9]);
+        let bytes = serialize_cache(&vectors);
+        assert_eq!(bytes.len(), 2 * (32 + 3 * 4) + 32);
+        assert_eq!(parse_cache(&bytes, 3), Some(vectors.clone()));
+        assert_eq!(serialize_cache(&vectors), bytes, "records are written in key order");
+    }
+
+    #[test]
+    fn embedding_cache_rejects_damaged_file() {
+        let mut vectors = HashMap::new();
+        vectors.insert([7u8; 32], vec![1.0f32, 2.0]);
+        vectors.insert([9u8; 32], vec![3.0f32, 4.0]);
+        let bytes = serialize_cache(&vectors);
+
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 0x55;
+        assert_eq!(parse_cache(&flipped, 2), None, "a changed value");
+        assert_eq!(parse_cache(&bytes[..bytes.len() - 1], 2), None, "a truncated file");
+        assert_eq!(parse_cache(&bytes, 3), None, "another vector length");
+        assert_eq!(parse_cache(&bytes[..bytes.len() - 32], 2), None, "records without checksum");
+        assert_eq!(parse_cache(&[], 2), None, "an empty file");
     }
 
     #[test]
