@@ -143,6 +143,25 @@ fn valid_data_passes_with_counts() {
 }
 
 #[test]
+fn empty_files_fail() {
+    let data = Data::new();
+    data.train_bytes("empty.jsonl", b"");
+    std::fs::write(data.eval_file(), "").expect("write data file");
+    let output = data.check_fast();
+    let out = stdout(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("- no valid training example"), "{out}");
+    assert!(out.contains("- no valid evaluation example"), "{out}");
+
+    data.train("a.jsonl", &[example("t-1", "on se moque de moi sur snap")]);
+    let output = data.check_fast();
+    let out = stdout(&output);
+    assert!(!output.status.success(), "the evaluation file is still empty: {out}");
+    assert!(!out.contains("no valid training example"), "{out}");
+    assert!(out.contains("- no valid evaluation example"), "{out}");
+}
+
+#[test]
 fn invalid_json_names_line() {
     let data = Data::new();
     let path = data.train("a.jsonl", &[example("a-1", "salut"), r#"{"id": "a-2", "text": "oups""#.to_string()]);
