@@ -799,7 +799,7 @@ fn dev_metrics(scores: &[HeadScores], targets: &[Target], floors: &[Option<Urgen
 /// On-disk cache of embeddings keyed by sha256 of the text, per base checksum, so that
 /// retraining does not re-encode unchanged examples. Lives outside the repository.
 ///
-/// The file holds records of a 32-byte key and `dim` little-endian f32 values, then the sha256
+/// The file contains records of a 32-byte key and `dim` little-endian f32 values, then the sha256
 /// of all the records. A file whose checksum does not match (corrupted, truncated, or written by
 /// an older version without checksum) is ignored with a warning, and its vectors are computed
 /// again.
