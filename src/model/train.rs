@@ -483,6 +483,9 @@ pub fn read_training_data(data_dir: &Path) -> Result<(Vec<Example>, String)> {
         hasher.update(fs::read(file).with_context(|| format!("failed to read {}", file.display()))?);
         examples.extend(read_examples(file)?);
     }
+    if examples.is_empty() {
+        bail!("the *.jsonl files in {} contain no example: add labeled examples, one per line", data_dir.display());
+    }
     Ok((examples, hex::encode(hasher.finalize())))
 }
 
@@ -1051,6 +1054,14 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, (0..23).collect::<Vec<_>>());
         assert!(folds.iter().all(|fold| fold.len() == 4 || fold.len() == 5));
+    }
+
+    #[test]
+    fn empty_training_files_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.jsonl"), "").unwrap();
+        let error = read_training_data(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("contain no example"), "{error}");
     }
 
     #[test]
