@@ -56,10 +56,12 @@ pub struct Comparison {
     pub passed: bool,
 }
 
-/// Reads a `report.json`.
+/// Reads a `report.json`. A UTF-8 byte-order mark at the start, which some editors add when
+/// they save the file, is skipped, as in data files.
 pub fn read_report(path: &Path) -> Result<Value> {
     let text = fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("baseline {} is not JSON", path.display()))
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    serde_json::from_str(text).with_context(|| format!("baseline {} is not JSON", path.display()))
 }
 
 /// Compares the current report with the baseline report, both as JSON.
@@ -128,6 +130,15 @@ mod tests {
 
     fn failed(comparison: &Comparison) -> Vec<&str> {
         comparison.failures.iter().map(|f| f.figure.as_str()).collect()
+    }
+
+    #[test]
+    fn baseline_with_byte_order_mark_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        fs::write(&path, "\u{FEFF}{\"macro_f1\": 0.8}").unwrap();
+        let report = read_report(&path).unwrap();
+        assert_eq!(report["macro_f1"], 0.8);
     }
 
     #[test]
