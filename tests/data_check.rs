@@ -423,15 +423,15 @@ fn unrelated_messages_are_not_near_duplicates() {
 }
 
 #[test]
-fn read_examples_stops_at_first_invalid_line() {
+fn parse_examples_stops_at_first_invalid_line() {
     let data = Data::new();
     let path =
         data.train("a.jsonl", &[example("a-1", "salut"), example_with("a-2", "speaker", json!(3)), "{".to_string()]);
-    let error = cybertriage::data::read_examples(&path).unwrap_err().to_string();
+    let error = cybertriage::data::parse_examples(&path, &std::fs::read(&path).unwrap()).unwrap_err().to_string();
     assert!(error.starts_with(&format!("{}: field `speaker`: expected a string", location(&path, 2))), "{error}");
 
     let valid = data.train("b.jsonl", &[example("b-1", "salut"), example("b-2", "merci")]);
-    let examples = cybertriage::data::read_examples(&valid).unwrap();
+    let examples = cybertriage::data::parse_examples(&valid, &std::fs::read(&valid).unwrap()).unwrap();
     assert_eq!(examples.len(), 2);
     assert_eq!(examples[1].text, "merci");
     assert_eq!(examples[1].tags, ["sms"]);

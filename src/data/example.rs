@@ -4,12 +4,12 @@
 //! `urgency`, `speaker` and an optional `tags` list, and no other field. No key appears twice.
 //! Every label must come from the scheme in [`taxonomy`](crate::triage::taxonomy).
 //! [`check_line`] lists every problem of a line with the field it is in, so that a writer fixes
-//! a file in one pass; [`read_examples`] stops at the first one. A file that passes `data check`
+//! a file in one pass; [`parse_examples`] stops at the first one. A file that passes `data check`
 //! therefore reads without error.
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -131,12 +131,12 @@ pub fn check_decoded_line(line: Result<&str, InvalidUtf8>) -> CheckedLine {
     }
 }
 
-/// Reads a JSONL file of examples and fails at the first invalid line, naming the file, the line
-/// and the field. Cross-line checks (duplicate ids and texts) are `data check`'s job.
-pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+/// Parses the bytes of the JSONL file at `path` into examples, and fails at the first invalid
+/// line, naming the file, the line and the field. The caller reads the file, so that it can
+/// also hash the same bytes. Cross-line checks (duplicate ids and texts) are `data check`'s job.
+pub fn parse_examples(path: &Path, bytes: &[u8]) -> Result<Vec<Example>> {
     let mut examples = Vec::new();
-    for (number, line) in decode_lines(&bytes) {
+    for (number, line) in decode_lines(bytes) {
         let checked = check_decoded_line(line);
         if let Some(problem) = checked.problems.first() {
             bail!("{}:{number}: {problem}", path.display());
@@ -430,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         std::fs::write(&path, format!("\u{FEFF}{VALID}\r\n{}\r\n", VALID.replace("t-1", "t-2"))).unwrap();
-        let examples = read_examples(&path).unwrap();
+        let examples = parse_examples(&path, &std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(examples.len(), 2);
         assert_eq!(examples[0].id, "t-1");
         assert_eq!(examples[1].id, "t-2");
@@ -446,7 +446,7 @@ mod tests {
         bytes.push(0xE9);
         bytes.extend_from_slice(&VALID.as_bytes()[10..]);
         std::fs::write(&path, bytes).unwrap();
-        let error = read_examples(&path).unwrap_err().to_string();
+        let error = parse_examples(&path, &std::fs::read(&path).unwrap()).unwrap_err().to_string();
         let expected = format!("{}:2: invalid UTF-8 at byte 10 of the line: save the file as UTF-8", path.display());
         assert_eq!(error, expected);
     }

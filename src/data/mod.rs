@@ -14,4 +14,4 @@ pub mod lines;
 pub mod near_duplicates;
 pub mod problem;
 
-pub use example::{read_examples, Example};
+pub use example::{parse_examples, Example};

@@ -23,7 +23,7 @@ use super::finetune::{length_batches, HiddenCache, TrainableLayers, TwoRateOptim
 use super::heads::{HeadEnsemble, HeadScores, Heads, HeadsConfig, HEADS_FILE};
 use super::lexical::{Lexical, SparseFeatures};
 use super::manifest::{clears, top_score, BaseRef, LabelLists, Manifest, Thresholds, TrainingRecord, MANIFEST_FORMAT, RULES_FILE};
-use crate::data::{read_examples, Example};
+use crate::data::{parse_examples, Example};
 use crate::triage::normalize::normalize;
 use crate::triage::rules::{fold, RuleSet};
 use crate::triage::taxonomy::{index_of, Urgency, CATEGORIES, INTENTS, SPEAKERS, URGENCIES};
@@ -480,8 +480,9 @@ pub fn read_training_data(data_dir: &Path) -> Result<(Vec<Example>, String)> {
     let mut examples = Vec::new();
     for file in &files {
         hasher.update(file.file_name().unwrap().as_encoded_bytes());
-        hasher.update(fs::read(file).with_context(|| format!("failed to read {}", file.display()))?);
-        examples.extend(read_examples(file)?);
+        let bytes = fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+        hasher.update(&bytes);
+        examples.extend(parse_examples(file, &bytes)?);
     }
     if examples.is_empty() {
         bail!("the *.jsonl files in {} contain no example: add labeled examples, one per line", data_dir.display());
