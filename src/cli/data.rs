@@ -153,9 +153,12 @@ fn check(models_dir: &Path, args: CheckArgs) -> Result<ExitCode> {
     Ok(if violations.is_empty() && empty.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Both sides of the split, with the name the summary gives each.
+const SPLITS: [(Split, &str); 2] = [(Split::Train, "training"), (Split::Eval, "evaluation")];
+
 /// Names the sides of the split that hold no valid example, which `train` and `eval` reject.
 fn empty_splits(dataset: &Dataset) -> Vec<&'static str> {
-    [(Split::Train, "training"), (Split::Eval, "evaluation")]
+    SPLITS
         .into_iter()
         .filter(|(split, _)| dataset.examples(*split).next().is_none())
         .map(|(_, name)| name)
@@ -189,7 +192,7 @@ fn check_near_duplicates(models_dir: &Path, dataset: &Dataset, threshold: f32) -
 
 fn print_summary(dataset: &Dataset, threshold: Option<f32>, violations: &[Violation], empty: &[&str]) {
     println!("## Summary\n");
-    for (split, name) in [(Split::Train, "training"), (Split::Eval, "evaluation")] {
+    for (split, name) in SPLITS {
         println!(
             "- {name}: {}, {}, {}",
             count_of(dataset.file_count(split), "file"),

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-const BYTE_ORDER_MARK: char = '\u{FEFF}';
+/// The UTF-8 byte-order mark, as the character it decodes to.
+pub const BYTE_ORDER_MARK: char = '\u{FEFF}';
 
 /// Error for a line that is not valid UTF-8. It gives the position of the first invalid byte and
 /// never the bytes, because data lines are messages from minors.

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::data::lines::BYTE_ORDER_MARK;
 use super::figures::{Better, Headline, HEADLINES};
 
 /// Slack for floating-point noise in the guard, far below one example's weight.
@@ -60,7 +61,7 @@ pub struct Comparison {
 /// they save the file, is skipped, as in data files.
 pub fn read_report(path: &Path) -> Result<Value> {
     let text = fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
-    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(&text);
     serde_json::from_str(text).with_context(|| format!("baseline {} is not JSON", path.display()))
 }
 
